@@ -1,0 +1,164 @@
+"""The public face: ``up()``, ``connect()``, ``down()``, ``list_clusters()``, discovery."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from clusterctl.cluster import Cluster
+    from clusterctl.spec import ClusterSpec
+
+
+def default_name() -> str:
+    """The cluster name used when none is given (``clusterctl.name`` in dask.config)."""
+    import dask.config
+
+    from clusterctl import config  # noqa: F401
+
+    return dask.config.get("clusterctl.name")
+
+
+def build_spec(
+    spec: str | os.PathLike[str] | ClusterSpec | None = None,
+    *,
+    name: str | None = None,
+    backend: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    memory_limit: str | int | float | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    dashboard_port: int | None = None,
+) -> ClusterSpec:
+    """A validated spec: dask.config, then the spec file, then these arguments.
+
+    ``workers`` sets the size of the first worker group; ``threads`` and
+    ``memory_limit`` apply to every group.
+    """
+    from clusterctl.spec import ClusterSpec, load_spec
+
+    overrides: dict[str, Any] = {}
+    for key, value in (("name", name), ("backend", backend)):
+        if value is not None:
+            overrides[key] = value
+    scheduler = {"host": host, "port": port, "dashboard_port": dashboard_port}
+    if scheduler := {k: v for k, v in scheduler.items() if v is not None}:
+        overrides["scheduler"] = scheduler
+    worker = {"threads": threads, "memory_limit": memory_limit}
+    if worker := {k: v for k, v in worker.items() if v is not None}:
+        overrides["worker"] = worker
+    if isinstance(spec, ClusterSpec):
+        result = load_spec(overrides=overrides, base=spec)
+    else:
+        result = load_spec(spec, overrides)
+    return result if workers is None else result.with_count(None, workers)
+
+
+def up(
+    spec: str | os.PathLike[str] | ClusterSpec | None = None,
+    *,
+    wait: bool = True,
+    asynchronous: bool = False,
+    shutdown_on_close: bool = False,
+    **fields: Any,
+) -> Cluster:
+    """Start a cluster and return it; it keeps running after this process exits.
+
+    ``spec`` is a spec file or a :class:`ClusterSpec`; keyword fields (``name``,
+    ``workers``, ``threads``, ``memory_limit``, ``backend``, ``port``...) override it.
+    With ``asynchronous=True``, ``await`` the result.
+    """
+    from clusterctl.cluster import Cluster
+
+    return Cluster(
+        build_spec(spec, **fields),
+        wait=wait,
+        asynchronous=asynchronous,
+        shutdown_on_close=shutdown_on_close,
+    )
+
+
+def from_name(name: str | None = None, asynchronous: bool = False) -> Cluster:
+    """Attach to a running cluster (the default one if ``name`` is None)."""
+    from clusterctl.cluster import Cluster
+
+    return Cluster.from_name(name or default_name(), asynchronous=asynchronous)
+
+
+def connect(name: str | None = None, asynchronous: bool = False, **kwargs: Any) -> Client:
+    """A ``distributed.Client`` of a running cluster (the default one if ``name`` is None)."""
+    from distributed import Client
+
+    from clusterctl.backends import find_cluster
+    from clusterctl.errors import ClusterNotFound
+
+    name = name or default_name()
+    backend = find_cluster(name)
+    if backend is None:
+        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    return Client(backend.scheduler_address(), asynchronous=asynchronous, **kwargs)
+
+
+def down(name: str | None = None) -> bool:
+    """Stop a cluster and remove all it left; False if there was none of that name."""
+    from clusterctl.backends import find_cluster
+    from clusterctl.cluster import destroy_cluster
+
+    backend = find_cluster(name or default_name())
+    if backend is None:
+        return False
+    destroy_cluster(backend)
+    return True
+
+
+def status(name: str | None = None) -> dict[str, Any]:
+    """A report on a cluster; with a dead scheduler, what the backend still sees."""
+    from clusterctl.backends import find_cluster
+    from clusterctl.cluster import Cluster
+    from clusterctl.errors import ClusterNotFound
+
+    name = name or default_name()
+    backend = find_cluster(name)
+    if backend is None:
+        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    members = backend.members()
+    if any(m.role == "scheduler" and m.running for m in members):
+        cluster = Cluster(backend.spec, backend=backend)
+        try:
+            return {**cluster.describe(), "scheduler_running": True}
+        finally:
+            cluster.close()
+    return {
+        "name": name,
+        "backend": backend.kind,
+        "scheduler_running": False,
+        "workers": [
+            {
+                "name": m.name,
+                "group": m.group,
+                "state": "running" if m.running else "exited",
+                "detail": m.detail,
+            }
+            for m in members
+            if m.role == "worker"
+        ],
+    }
+
+
+def list_clusters() -> list[tuple[str, str]]:
+    """``(name, backend)`` of every running cluster on this machine."""
+    from clusterctl.backends import all_clusters
+
+    return all_clusters()
+
+
+async def discover() -> AsyncIterator[tuple[str, type]]:
+    """dask-ctl's ``dask_cluster_discovery`` entry point: ``(name, Cluster)`` pairs."""
+    from clusterctl.cluster import Cluster
+
+    for name, _backend in list_clusters():
+        yield name, Cluster

@@ -1,0 +1,98 @@
+"""The interface every backend implements: processes and containers, no Dask logic.
+
+A backend starts and stops the scheduler and named workers, and reads back what runs
+from where it really lives (a state folder, the container engine), so any process can
+find and clean up a cluster. Deciding *which* workers to stop is the controller's job
+(:mod:`clusterctl.cluster`); a backend only removes the workers it is told to.
+"""
+
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from clusterctl.errors import UserInputError
+from clusterctl.spec import ClusterSpec, WorkerGroup
+
+
+@dataclass(frozen=True)
+class Member:
+    """One scheduler or worker as the backend sees it."""
+
+    name: str
+    role: str  # "scheduler" | "worker"
+    group: str | None
+    running: bool
+    detail: str = ""  # e.g. "pid 1234" or a container id
+
+
+class Backend(ABC):
+    """One cluster on one backend. Construct with a spec, or :meth:`attach` by name."""
+
+    kind: str
+
+    def __init__(self, spec: ClusterSpec):
+        self.spec = spec
+
+    @classmethod
+    @abstractmethod
+    def cluster_names(cls) -> list[str]:
+        """Names of this backend's clusters on this machine (stale ones are cleaned)."""
+
+    @classmethod
+    @abstractmethod
+    def attach(cls, name: str) -> Backend | None:
+        """The backend of an existing cluster, read back from where its state lives."""
+
+    def preflight(self) -> None:
+        """Refuse to start when a published port is taken; subclasses add their checks."""
+        sched = self.spec.scheduler
+        for field, port in (("port", sched.port), ("dashboard-port", sched.dashboard_port)):
+            if port and not port_is_free(sched.host, port):
+                raise UserInputError(
+                    f"scheduler.{field}: port {port} on {sched.host} is already in use; "
+                    f"choose another (--{'port' if field == 'port' else 'dashboard-port'}), "
+                    "or 0 for any free port"
+                )
+
+    @abstractmethod
+    def start_scheduler(self) -> None:
+        """Start the scheduler and return once it accepts connections."""
+
+    @abstractmethod
+    def scheduler_address(self) -> str:
+        """The address clients on this machine use, e.g. ``tcp://127.0.0.1:8786``."""
+
+    @abstractmethod
+    def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
+        """Start ``n`` workers of ``group``; return their names (= Dask worker names)."""
+
+    @abstractmethod
+    def stop_workers(self, names: list[str]) -> None:
+        """Stop exactly the named workers and forget them (already-dead ones too)."""
+
+    @abstractmethod
+    def members(self) -> list[Member]:
+        """The scheduler and workers, running or not, as they are now."""
+
+    @abstractmethod
+    def logs(self, name: str, follow: bool = False) -> Iterator[str]:
+        """Lines of the log of the scheduler (``"scheduler"``) or a worker."""
+
+    @abstractmethod
+    def destroy(self) -> None:
+        """Stop and remove everything of this cluster; safe to call twice."""
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

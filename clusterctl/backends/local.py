@@ -1,0 +1,225 @@
+"""The local backend: the scheduler and workers as detached processes on this machine.
+
+Everything it knows lives in the cluster's state folder (``clusterctl.state``)::
+
+    spec.json                 the spec the cluster was started with
+    scheduler.json            written by the scheduler (``--scheduler-file``): its address
+    processes/<name>.json     pid, start time and log of the scheduler and each worker
+    logs/<name>.log           their output
+
+Processes run in their own session, so they outlive the command that started them; the
+folder is read back by every command and never trusted: dead processes are noticed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+
+from clusterctl import processes, state
+from clusterctl.backends.base import Backend, Member
+from clusterctl.errors import ClusterctlError, UserInputError
+from clusterctl.processes import ProcessRecord
+from clusterctl.spec import ClusterSpec, WorkerGroup
+
+SCHEDULER = "scheduler"
+
+
+class LocalBackend(Backend):
+    kind = "local"
+
+    def __init__(self, spec: ClusterSpec):
+        super().__init__(spec)
+        self.dir = state.cluster_dir(spec.name)
+
+    # --- discovery ------------------------------------------------------------------------
+
+    @classmethod
+    def cluster_names(cls) -> list[str]:
+        found = []
+        for name in state.names():
+            backend = cls.attach(name)
+            if backend is None:
+                continue
+            if backend._is_stale():
+                backend.destroy()
+                state.remove(name)
+                continue
+            found.append(name)
+        return found
+
+    @classmethod
+    def attach(cls, name: str) -> LocalBackend | None:
+        data = state.read_json(state.cluster_dir(name) / "spec.json")
+        if not data or data.get("backend") != cls.kind:
+            return None
+        return cls(ClusterSpec.from_dict(data, source=f"state of cluster {name!r}"))
+
+    def _is_stale(self) -> bool:
+        """True when no process of the cluster runs any more (a crash, a reboot, kill -9)."""
+        records = self._records()
+        if not records:  # still being created, or a creation that died before any start
+            return time.time() - (self.dir / "spec.json").stat().st_mtime > 30
+        return not any(processes.is_alive(r) for r in records.values())
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start_scheduler(self) -> None:
+        sched = self.spec.scheduler
+        (self.dir / "processes").mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        state.write_json(self.dir / "spec.json", self.spec.to_dict())
+        scheduler_file = self.dir / "scheduler.json"
+        scheduler_file.unlink(missing_ok=True)
+        record = self._spawn(
+            SCHEDULER,
+            [
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                sched.host,
+                "--port",
+                str(sched.port),
+                "--dashboard-address",
+                f"{sched.host}:{sched.dashboard_port}",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            group=None,
+            env=os.environ,
+        )
+        deadline = time.monotonic() + self.spec.start_timeout
+        while state.read_json(scheduler_file) is None:
+            if not processes.is_alive(record):
+                raise ClusterctlError(
+                    f"the scheduler of cluster {self.spec.name!r} exited while starting:\n"
+                    + processes.tail(record.log)
+                )
+            if time.monotonic() > deadline:
+                raise ClusterctlError(
+                    f"the scheduler of cluster {self.spec.name!r} did not start within "
+                    f"{self.spec.start_timeout:g} s:\n" + processes.tail(record.log)
+                )
+            time.sleep(0.05)
+
+    def scheduler_address(self) -> str:
+        info = state.read_json(self.dir / "scheduler.json")
+        if not info:
+            raise ClusterctlError(f"the scheduler of cluster {self.spec.name!r} is not running")
+        return info["address"]
+
+    def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
+        address = self.scheduler_address()
+        taken = [_index(name) for name, g in self._groups().items() if g == group.name]
+        first = max(taken, default=0) + 1
+        names = [f"{self.spec.name}-{group.name}-{i}" for i in range(first, first + n)]
+        host = self.spec.scheduler.host
+        env = {**os.environ, **group.env}
+        for name in names:
+            args = [
+                "-m",
+                "distributed.cli.dask_worker",
+                address,
+                "--name",
+                name,
+                "--nthreads",
+                str(group.threads),
+                "--nworkers",
+                "1",
+                "--memory-limit",
+                str(group.memory_limit),
+                "--death-timeout",
+                f"{group.death_timeout:g}",
+            ]
+            if host not in ("0.0.0.0", "::"):
+                args += ["--host", host]
+            if group.resources:
+                args += ["--resources", " ".join(f"{k}={v:g}" for k, v in group.resources.items())]
+            self._spawn(name, args, group=group.name, env=env)
+        return names
+
+    def stop_workers(self, names: list[str]) -> None:
+        records = self._records()
+        processes.stop([records[n] for n in names if n in records])
+        for name in names:
+            (self.dir / "processes" / f"{name}.json").unlink(missing_ok=True)
+            (self.dir / "logs" / f"{name}.log").unlink(missing_ok=True)
+
+    def members(self) -> list[Member]:
+        groups = self._groups()
+        return [
+            Member(
+                name=name,
+                role=SCHEDULER if name == SCHEDULER else "worker",
+                group=groups.get(name),
+                running=processes.is_alive(record),
+                detail=f"pid {record.pid}",
+            )
+            for name, record in sorted(self._records().items(), key=lambda kv: _sort_key(kv[0]))
+        ]
+
+    def logs(self, name: str, follow: bool = False) -> Iterator[str]:
+        records = self._records()
+        if name not in records:
+            known = ", ".join(sorted(records, key=_sort_key)) or "none"
+            raise UserInputError(f"no scheduler or worker named {name!r}; known: {known}")
+        record = records[name]
+        with open(record.log, errors="replace") as f:
+            while True:
+                line = f.readline()
+                if line:
+                    yield line.rstrip("\n")
+                elif follow and processes.is_alive(record):
+                    time.sleep(0.2)
+                else:
+                    return
+
+    def destroy(self) -> None:
+        records = self._records()
+        workers = [r for name, r in records.items() if name != SCHEDULER]
+        processes.stop(workers)
+        processes.stop([records[SCHEDULER]] if SCHEDULER in records else [])
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _spawn(
+        self, name: str, args: list[str], group: str | None, env: dict[str, str] | os._Environ
+    ) -> ProcessRecord:
+        record = processes.spawn(
+            [sys.executable, *args], self.dir / "logs" / f"{name}.log", env=env
+        )
+        state.write_json(
+            self.dir / "processes" / f"{name}.json", {**record.to_dict(), "group": group}
+        )
+        return record
+
+    def _raw_records(self) -> dict[str, dict]:
+        folder = self.dir / "processes"
+        found = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+            data = state.read_json(path)
+            if data:
+                found[path.stem] = data
+        return found
+
+    def _records(self) -> dict[str, ProcessRecord]:
+        return {name: ProcessRecord.from_dict(d) for name, d in self._raw_records().items()}
+
+    def _groups(self) -> dict[str, str | None]:
+        return {name: d.get("group") for name, d in self._raw_records().items()}
+
+
+def _index(name: str) -> int:
+    match = re.search(r"-(\d+)$", name)
+    return int(match.group(1)) if match else 0
+
+
+def _sort_key(name: str) -> tuple[int, str, int]:
+    """Scheduler first, then workers in numeric order."""
+    match = re.match(r"^(.*)-(\d+)$", name)
+    if name == SCHEDULER:
+        return (0, "", 0)
+    return (1, match.group(1), int(match.group(2))) if match else (1, name, 0)

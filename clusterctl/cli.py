@@ -1,0 +1,352 @@
+"""The ``clusterctl`` command line: parse, call the API, print.
+
+Only click is imported at start-up; everything else is imported inside the commands so
+that ``clusterctl --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from clusterctl import __version__
+from clusterctl.errors import ClusterctlError
+
+NAME_HELP = "Cluster name (default: clusterctl.name in dask.config, normally 'default')."
+MAX_WORKERS = 1000  # the spec's own limit (clusterctl.spec.MAX_WORKERS), kept import-free
+
+
+class Group(click.Group):
+    """Turns clusterctl's own errors into a one-line message and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClusterctlError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            ctx.exit(130)
+
+
+def name_option(f: Any) -> Any:
+    return click.option("--name", "-n", help=NAME_HELP)(f)
+
+
+def _name(name: str | None) -> str:
+    from clusterctl.api import default_name
+
+    return name or default_name()
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="clusterctl")
+def cli() -> None:
+    """An interactive Dask cluster in one command, on this machine or in containers.
+
+    \b
+    clusterctl up                 start the default cluster (2 local workers)
+    clusterctl scale 8            8 workers; removed ones hand their data over first
+    clusterctl status             workers, memory, tasks, dashboard link, versions
+    clusterctl down               stop it and remove everything it made
+    """
+
+
+@cli.command()
+@click.option(
+    "-f",
+    "--file",
+    "spec_file",
+    type=click.Path(dir_okay=False),
+    help="Spec file (YAML); flags override it.",
+)
+@name_option
+@click.option(
+    "--workers", "-w", type=click.IntRange(0, MAX_WORKERS), help="Workers in the first group."
+)
+@click.option("--threads", type=click.IntRange(1, 1024), help="Threads per worker.")
+@click.option("--memory-limit", help='Memory per worker: "auto", "4GiB", or a fraction.')
+@click.option("--backend", "-b", help="local (default), docker, compose, swarm, kubernetes.")
+@click.option("--host", help="Scheduler bind address (default 127.0.0.1).")
+@click.option("--port", type=int, help="Scheduler port (default 8786; 0 = any free).")
+@click.option("--dashboard-port", type=int, help="Dashboard port (default 8787; 0 = any free).")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Wait until every worker runs."
+)
+def up(spec_file: str | None, wait: bool, **fields: Any) -> None:
+    """Start a cluster that keeps running after this command."""
+    from clusterctl.api import build_spec
+    from clusterctl.cluster import Cluster
+
+    if spec_file is not None:
+        fields["spec"] = spec_file
+    if fields["memory_limit"] is not None:
+        fields["memory_limit"] = _memory_value(fields["memory_limit"])
+    spec = build_spec(**fields)
+    with _status(f"Starting scheduler of {spec.name!r} ({spec.backend})"):
+        cluster = Cluster(spec, wait=False)
+    if wait:
+        _wait_with_progress(cluster)
+    click.echo(f"Cluster {spec.name!r} is up on {spec.backend}: {len(cluster.workers)} workers")
+    click.echo(f"  scheduler  {cluster.scheduler_address}")
+    click.echo(f"  dashboard  {cluster.dashboard_link}")
+    click.echo(f"  connect    clusterctl.connect({spec.name!r})")
+    cluster.close()
+
+
+@cli.command()
+@click.argument("n", type=click.IntRange(0, MAX_WORKERS))
+@name_option
+@click.option("--group", "-g", help="Worker group (default: the first).")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Wait until new workers run."
+)
+def scale(n: int, name: str | None, group: str | None, wait: bool) -> None:
+    """Scale to N workers; workers removed hand their data to the others first.
+
+    Turns off adaptive scaling if it was on.
+    """
+    from clusterctl import autoscaler
+    from clusterctl.cluster import Cluster
+
+    name = _name(name)
+    cluster = Cluster.from_name(name)
+    try:
+        cluster.spec.group(group)  # an unknown group is an input error, before anything
+        if autoscaler.stop(name):
+            click.echo("Adaptive scaling turned off.", err=True)
+        cluster.scale(n, group)
+        if wait:
+            _wait_with_progress(cluster)
+        click.echo(f"Cluster {name!r}: {len(cluster.workers)} workers")
+    finally:
+        cluster.close()
+
+
+@cli.command()
+@name_option
+@click.option("--minimum", type=click.IntRange(0, MAX_WORKERS), default=0, show_default=True)
+@click.option("--maximum", type=click.IntRange(1, MAX_WORKERS))
+@click.option("--group", "-g", help="Worker group to adapt (default: the first).")
+@click.option("--off", is_flag=True, help="Turn adaptive scaling off.")
+def adapt(
+    name: str | None, minimum: int, maximum: int | None, group: str | None, off: bool
+) -> None:
+    """Scale with the load, between --minimum and --maximum workers.
+
+    The adaptive loop runs in a small detached process on this machine, so it keeps
+    working after this command exits; `scale`, `adapt --off` and `down` stop it.
+    """
+    from clusterctl import autoscaler
+    from clusterctl.backends import find_cluster
+    from clusterctl.errors import ClusterNotFound, UserInputError
+
+    name = _name(name)
+    backend = find_cluster(name)
+    if backend is None:
+        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    if off:
+        stopped = autoscaler.stop(name)
+        click.echo("Adaptive scaling turned off." if stopped else "Adaptive scaling was off.")
+        return
+    if maximum is None:
+        raise UserInputError("--maximum: required (or --off)")
+    if minimum > maximum:
+        raise UserInputError(f"--minimum ({minimum}) must not exceed --maximum ({maximum})")
+    backend.spec.group(group)
+    autoscaler.start(name, minimum, maximum, group)
+    click.echo(f"Cluster {name!r} adapts between {minimum} and {maximum} workers.")
+
+
+@cli.command()
+@name_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(name: str | None, as_json: bool) -> None:
+    """Workers, threads, memory, tasks, dashboard link and versions of a cluster."""
+    import json
+
+    from clusterctl.api import status as get_status
+
+    report = get_status(_name(name))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        _print_status(report)
+    if not report["scheduler_running"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("process", default="scheduler")
+@name_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", type=click.IntRange(1), help="Only the last N lines.")
+def logs(process: str, name: str | None, follow: bool, tail: int | None) -> None:
+    """Print the log of the scheduler (default) or of a worker (by name)."""
+    from itertools import islice
+
+    from clusterctl.backends import find_cluster
+    from clusterctl.errors import ClusterNotFound
+
+    name = _name(name)
+    backend = find_cluster(name)
+    if backend is None:
+        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    lines = backend.logs(process, follow=follow)
+    if tail:
+        total = sum(1 for _ in backend.logs(process))
+        lines = islice(lines, max(total - tail, 0), None)
+    for line in lines:
+        click.echo(line)
+
+
+@cli.command()
+@name_option
+@click.option("--open", "open_browser", is_flag=True, help="Open it in a web browser.")
+def dashboard(name: str | None, open_browser: bool) -> None:
+    """Print (or open) the Dask dashboard link."""
+    from clusterctl.cluster import Cluster
+
+    cluster = Cluster.from_name(_name(name))
+    link = cluster.dashboard_link
+    cluster.close()
+    click.echo(link)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(link)
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_(as_json: bool) -> None:
+    """Clusters running on this machine."""
+    import json
+
+    from clusterctl.api import list_clusters
+
+    clusters = [{"name": n, "backend": b} for n, b in list_clusters()]
+    if as_json:
+        click.echo(json.dumps(clusters, indent=2))
+    elif not clusters:
+        click.echo("No clusters.")
+    else:
+        for c in clusters:
+            click.echo(f"{c['name']}\t{c['backend']}")
+
+
+@cli.command()
+@click.argument("cluster", required=False)
+@name_option
+@click.option("--all", "all_", is_flag=True, help="Every cluster on this machine.")
+def down(cluster: str | None, name: str | None, all_: bool) -> None:
+    """Stop a cluster and remove everything it made (processes, containers, state)."""
+    from clusterctl.api import down as stop_cluster
+    from clusterctl.api import list_clusters
+    from clusterctl.errors import UserInputError
+
+    if cluster and name and cluster != name:
+        raise UserInputError(f"two names given: {cluster!r} and --name {name!r}")
+    if all_:
+        if cluster or name:
+            raise UserInputError("--all: give either a name or --all, not both")
+        names = [n for n, _ in list_clusters()]
+    else:
+        names = [_name(cluster or name)]
+    for n in names:
+        if stop_cluster(n):
+            click.echo(f"Cluster {n!r} is down.")
+        else:
+            click.echo(f"No cluster named {n!r}; nothing to do.")
+
+
+# --- output helpers ------------------------------------------------------------------------
+
+
+def _memory_value(text: str) -> str | float:
+    """'0.5' on the command line means a fraction, as it does in a spec file."""
+    try:
+        return float(text) if "." in text else text
+    except ValueError:
+        return text
+
+
+def _status(message: str) -> Any:
+    return _stderr_console().status(message)
+
+
+def _wait_with_progress(cluster: Any) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("Workers"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        console=_stderr_console(),
+    ) as bar:
+        task = bar.add_task("workers", total=None)
+
+        def update(running: int, wanted: int) -> None:
+            bar.update(task, completed=running, total=wanted)
+
+        cluster.wait_for_workers(progress=update)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    from dask.utils import format_bytes
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(f"[bold]{report['name']}[/] on {report['backend']}")
+    if not report["scheduler_running"]:
+        console.print(
+            "[red]scheduler: not running[/] (stopped or crashed); "
+            f"`clusterctl down {report['name']}` removes what is left"
+        )
+    else:
+        console.print(f"scheduler  {report['scheduler']}")
+        console.print(f"dashboard  {report['dashboard']}")
+        v = report["versions"]
+        line = f"versions   python {v['python']}, dask {v['dask']}, distributed {v['distributed']}"
+        if v["mismatched"]:
+            line += f"  [red]mismatch with this client: {v['mismatched']}[/]"
+        console.print(line)
+    if report.get("adaptive"):
+        a = report["adaptive"]
+        console.print(f"adaptive   {a['minimum']} to {a['maximum']} workers")
+    table = Table("worker", "group", "state", "threads", "memory", "processing", "where")
+    table.columns[0].no_wrap = True
+    for w in report["workers"]:
+        memory = (
+            f"{format_bytes(w['memory'] or 0)} / {format_bytes(w['memory_limit'])}"
+            if w.get("memory_limit")
+            else ""
+        )
+        table.add_row(
+            w["name"],
+            w["group"],
+            w["state"],
+            str(w.get("threads") or ""),
+            memory,
+            str(w.get("processing", "")),
+            w["detail"],
+        )
+    console.print(table)
+    running = sum(1 for w in report["workers"] if w["state"] == "running")
+    console.print(f"{running} of {len(report['workers'])} workers running")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()

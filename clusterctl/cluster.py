@@ -1,0 +1,366 @@
+"""The controller: a ``distributed.deploy.Cluster`` driving one backend.
+
+This is the one module that talks to the scheduler. Scale-down is decided here and
+only here: the scheduler says which workers are cheapest to close
+(``workers_to_close``), they are retired by name so their data moves
+(``retire_workers(names=..., close_workers=True)``), and only then is the backend told
+to remove exactly those.
+
+Why ``Cluster`` and not ``SpecCluster``: a SpecCluster owns its workers as in-process
+objects that die with it, while ours outlive the Python process that started them and
+are read back from the backend by any later process; and SpecCluster's manual scale-down
+passes names where ``retire_workers`` wants addresses, so it is not graceful
+(distributed issue 4532). ``Cluster`` gives us the widget, ``dashboard_link``,
+``Client(cluster)``, ``adapt`` and dask-labextension support with none of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from distributed import Adaptive
+from distributed.core import Status, rpc
+from distributed.deploy.cluster import Cluster as DaskCluster
+from distributed.security import Security
+from distributed.versions import get_versions
+from tornado.ioloop import IOLoop
+
+from clusterctl import autoscaler, state
+from clusterctl.backends import Backend, backend_class, find_cluster
+from clusterctl.errors import ClusterctlError, ClusterNotFound, UserInputError
+from clusterctl.spec import ClusterSpec
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Cluster(DaskCluster):
+    """An interactive Dask cluster on any backend, that outlives this object.
+
+    ``Cluster(spec)`` starts a new cluster; :meth:`from_name` attaches to a running one.
+    :meth:`close` only disconnects unless ``shutdown_on_close`` is true;
+    :meth:`shutdown` stops the cluster for good (as ``clusterctl down`` does).
+    """
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        *,
+        backend: Backend | None = None,
+        wait: bool = True,
+        shutdown_on_close: bool = False,
+        asynchronous: bool = False,
+        loop: IOLoop | None = None,
+        quiet: bool = True,
+    ):
+        self.spec = spec
+        self._creating = backend is None
+        self.backend = backend if backend is not None else backend_class(spec.backend)(spec)
+        self.shutdown_on_close = shutdown_on_close
+        self._wait_on_start = wait
+        self._workers: set[str] = set()
+        self.security = Security()
+        super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=spec.name)
+        if not self.asynchronous:
+            self._loop_runner.start()
+            self.sync(self._start)
+
+    @classmethod
+    def from_name(cls, name: str, asynchronous: bool = False, **kwargs: Any) -> Cluster:
+        """Attach to the running cluster ``name`` (dask-ctl's discovery contract)."""
+        backend = find_cluster(name)
+        if backend is None:
+            raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+        return cls(backend.spec, backend=backend, asynchronous=asynchronous, **kwargs)
+
+    def __await__(self):
+        async def start() -> Cluster:
+            if self.status == Status.created:
+                await self._start()
+            return self
+
+        return start().__await__()
+
+    # --- start and stop -------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        try:
+            if self._creating:
+                await asyncio.to_thread(self._create_scheduler)
+            else:
+                await asyncio.to_thread(self._check_scheduler_running)
+            address = await asyncio.to_thread(self.backend.scheduler_address)
+            self.scheduler_comm = rpc(
+                address, connection_args=self.security.get_connection_args("client")
+            )
+            await super()._start()
+            await self._refresh()
+            if self._creating:
+                for group in self.spec.workers:
+                    await self._scale(group.count, group.name)
+                if self._wait_on_start:
+                    await self._wait_for_workers(timeout=self.spec.start_timeout)
+        except BaseException:
+            if self._creating:
+                await super()._close()
+                await asyncio.to_thread(destroy_cluster, self.backend)
+            raise
+
+    def _create_scheduler(self) -> None:
+        existing = find_cluster(self.spec.name)
+        if existing is not None:
+            raise UserInputError(
+                f"name: a cluster named {self.spec.name!r} already runs (backend "
+                f"{existing.kind}); stop it with `clusterctl down {self.spec.name}` "
+                "or choose another --name"
+            )
+        self.backend.preflight()
+        self.backend.start_scheduler()
+
+    def _check_scheduler_running(self) -> None:
+        for member in self.backend.members():
+            if member.role == "scheduler" and not member.running:
+                raise ClusterctlError(
+                    f"the scheduler of cluster {self.spec.name!r} is not running (it stopped "
+                    f"or crashed); remove what is left with `clusterctl down {self.spec.name}`"
+                )
+
+    async def _close(self) -> None:
+        await super()._close()
+        if self.shutdown_on_close:
+            await asyncio.to_thread(destroy_cluster, self.backend)
+
+    def shutdown(self) -> Any:
+        """Stop every scheduler and worker process or container and forget the cluster."""
+        self.shutdown_on_close = True
+        if self.status == Status.closed:
+            return self.sync(asyncio.to_thread, destroy_cluster, self.backend)
+        return self.close()
+
+    # --- scaling --------------------------------------------------------------------------
+
+    def scale(self, n: int, group: str | None = None) -> Any:
+        """Scale a worker group (the first one by default) to ``n`` workers.
+
+        New workers start in the background (see :meth:`wait_for_workers`); removed
+        workers are retired first, so the data they hold moves to the others.
+        """
+        return self.sync(self._scale, n, group)
+
+    def scale_down(self, workers: list[str]) -> Any:
+        """Remove named workers that :class:`distributed.Adaptive` has already retired."""
+        return self.sync(self._stop_workers, list(workers))
+
+    def adapt(
+        self, Adaptive: type[Adaptive] | None = None, group: str | None = None, **kwargs: Any
+    ) -> Adaptive:
+        """Scale one worker group (the first by default) with Dask's ``Adaptive``.
+
+        This runs in this process; ``clusterctl adapt`` runs the same loop in a detached
+        process so that it outlives the command.
+        """
+        name = self.spec.group(group).name
+        return super().adapt(
+            Adaptive=functools.partial(Adaptive or GroupAdaptive, group=name), **kwargs
+        )
+
+    async def _scale(self, n: int, group: str | None = None) -> None:
+        target = self.spec.group(group)
+        self.spec = self.spec.with_count(target.name, n)
+        members = await asyncio.to_thread(self.backend.members)
+        mine = [m for m in members if m.role == "worker" and m.group == target.name]
+        if dead := [m.name for m in mine if not m.running]:
+            logger.info("Forgetting workers that exited: %s", dead)
+            await asyncio.to_thread(self.backend.stop_workers, dead)
+        alive = [m.name for m in mine if m.running]
+        if n > len(alive):
+            await asyncio.to_thread(self.backend.start_workers, target, n - len(alive))
+        elif n < len(alive):
+            victims = await self._choose_workers_to_close(alive, len(alive) - n)
+            await self._retire(victims)
+        await self._refresh()
+
+    async def _choose_workers_to_close(self, candidates: list[str], k: int) -> list[str]:
+        """The ``k`` of ``candidates`` the scheduler would rather lose, starting ones first."""
+        identity = await self.scheduler_comm.identity()
+        registered = {w["name"] for w in identity["workers"].values()}
+        starting = [c for c in candidates if c not in registered]  # hold no data yet
+        order = await self.scheduler_comm.workers_to_close(
+            n=len(identity["workers"]), attribute="name"
+        )
+        preferred = [w for w in order if w in candidates]
+        busy = [c for c in candidates if c in registered and c not in preferred]
+        return (starting + preferred + busy)[:k]
+
+    async def _retire(self, names: list[str]) -> None:
+        """Move the workers' data away, close them, then remove them from the backend."""
+        identity = await self.scheduler_comm.identity()
+        registered = {w["name"] for w in identity["workers"].values()}
+        if to_retire := [n for n in names if n in registered]:
+            retired = await self.scheduler_comm.retire_workers(
+                names=to_retire, close_workers=True, remove=True
+            )
+            kept = set(to_retire) - {w["name"] for w in retired.values()}
+            if kept:
+                raise ClusterctlError(
+                    f"could not retire {sorted(kept)}: the data they hold has nowhere to go; "
+                    "they keep running"
+                )
+        await self._stop_workers(names)
+
+    async def _stop_workers(self, names: list[str]) -> None:
+        await asyncio.to_thread(self.backend.stop_workers, names)
+        await self._refresh()
+
+    async def _refresh(self) -> None:
+        members = await asyncio.to_thread(self.backend.members)
+        self._workers = {m.name for m in members if m.role == "worker" and m.running}
+
+    @property
+    def workers(self) -> set[str]:
+        """Names of the workers the backend runs (registered with the scheduler or not)."""
+        return self._workers
+
+    # --- waiting and reporting ------------------------------------------------------------
+
+    def wait_for_workers(
+        self,
+        n_workers: int | None = None,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Any:
+        """Wait until ``n_workers`` (default: all started) workers are running.
+
+        Fails early, with the worker's last log lines, if a worker process exits.
+        ``progress(running, wanted)`` is called as workers arrive.
+        """
+        return self.sync(self._wait_for_workers, n_workers, timeout, progress)
+
+    async def _wait_for_workers(
+        self,
+        n_workers: int | None = None,
+        timeout: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        await self._refresh()
+        wanted = len(self._workers) if n_workers is None else n_workers
+        deadline = asyncio.get_running_loop().time() + (timeout or self.spec.start_timeout)
+        last = -1
+        while True:
+            identity = await self.scheduler_comm.identity()
+            running = sum(1 for w in identity["workers"].values() if w["status"] == "running")
+            if progress and running != last:
+                progress(running, wanted)
+                last = running
+            if running >= wanted:
+                return
+            members = await asyncio.to_thread(self.backend.members)
+            if dead := [m.name for m in members if m.role == "worker" and not m.running]:
+                log = "\n".join(list(self.backend.logs(dead[0]))[-20:])
+                raise ClusterctlError(f"worker {dead[0]} exited while starting:\n{log}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise ClusterctlError(
+                    f"only {running} of {wanted} workers were running after "
+                    f"{timeout or self.spec.start_timeout:g} s (see `clusterctl logs`)"
+                )
+            await asyncio.sleep(0.1)
+
+    def describe(self) -> dict[str, Any]:
+        """Workers, threads, memory, tasks, versions and scaling mode, for ``status``."""
+        return self.sync(self._describe)
+
+    async def _describe(self) -> dict[str, Any]:
+        identity = await self.scheduler_comm.identity()
+        processing = await self.scheduler_comm.processing()
+        by_address = {addr: w for addr, w in identity["workers"].items()}
+        registered = {w["name"]: addr for addr, w in by_address.items()}
+        members = await asyncio.to_thread(self.backend.members)
+        workers = []
+        for m in members:
+            if m.role != "worker":
+                continue
+            addr = registered.get(m.name)
+            info = by_address.get(addr, {})
+            workers.append(
+                {
+                    "name": m.name,
+                    "group": m.group,
+                    "state": info.get("status", "starting") if m.running else "exited",
+                    "address": addr,
+                    "threads": info.get("nthreads"),
+                    "memory_limit": info.get("memory_limit"),
+                    "memory": info.get("metrics", {}).get("memory"),
+                    "processing": len(processing.get(addr, ())) if addr else 0,
+                    "detail": m.detail,
+                }
+            )
+        versions = await self.scheduler_comm.versions()
+        return {
+            "name": self.name,
+            "backend": self.spec.backend,
+            "scheduler": self.scheduler_address,
+            "dashboard": self.dashboard_link,
+            "workers": workers,
+            "versions": _version_summary(versions, get_versions()),
+            "adaptive": await asyncio.to_thread(autoscaler.settings, self.name),
+        }
+
+
+class GroupAdaptive(Adaptive):
+    """Dask's ``Adaptive`` confined to one worker group; other groups keep their size."""
+
+    def __init__(self, cluster: Cluster, group: str, **kwargs: Any):
+        self.group = group
+        super().__init__(cluster, **kwargs)
+
+    def _group_workers(self) -> set[str]:
+        cluster: Cluster = self.cluster
+        return {
+            m.name
+            for m in cluster.backend.members()
+            if m.role == "worker" and m.group == self.group and m.running
+        }
+
+    async def recommendations(self, target: int) -> dict:
+        await self.cluster._refresh()
+        return await super().recommendations(target)
+
+    async def workers_to_close(self, target: int) -> list[str]:
+        mine = await asyncio.to_thread(self._group_workers)
+        return [w for w in await super().workers_to_close(target) if w in mine]
+
+    async def scale_up(self, n: int) -> None:
+        mine = await asyncio.to_thread(self._group_workers)
+        others = len(self.cluster.workers - mine)
+        await self.cluster._scale(max(n - others, 0), self.group)
+
+
+def destroy_cluster(backend: Backend) -> None:
+    """Stop everything of a cluster, even one whose scheduler is gone, and forget it."""
+    autoscaler.stop(backend.spec.name)
+    backend.destroy()
+    state.remove(backend.spec.name)
+
+
+def _version_summary(cluster: dict[str, Any], client: dict[str, Any]) -> dict[str, Any]:
+    packages = cluster["packages"]
+    mismatched = {
+        pkg: {"client": client["packages"].get(pkg), "scheduler": version}
+        for pkg, version in packages.items()
+        if pkg in ("dask", "distributed", "python", "cloudpickle", "msgpack", "tornado", "toolz")
+        and client["packages"].get(pkg) != version
+    }
+    return {
+        "python": packages.get("python"),
+        "dask": packages.get("dask"),
+        "distributed": packages.get("distributed"),
+        "mismatched": mismatched,
+    }
+
+
+__all__ = ["Cluster", "GroupAdaptive", "destroy_cluster"]
