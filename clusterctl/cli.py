@@ -96,7 +96,7 @@ def up(spec_file: str | None, wait: bool, **fields: Any) -> None:
     cluster.close()
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})  # so "-1" reaches N
 @click.argument("n", type=click.IntRange(0, MAX_WORKERS))
 @name_option
 @click.option("--group", "-g", help="Worker group (default: the first).")

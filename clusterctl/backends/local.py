@@ -189,7 +189,9 @@ class LocalBackend(Backend):
         self, name: str, args: list[str], group: str | None, env: dict[str, str] | os._Environ
     ) -> ProcessRecord:
         record = processes.spawn(
-            [sys.executable, *args], self.dir / "logs" / f"{name}.log", env=env
+            [sys.executable, *args],
+            self.dir / "logs" / f"{name}.log",
+            env={**env, "CLUSTERCTL_CLUSTER": self.spec.name},  # a label `ps e` shows
         )
         state.write_json(
             self.dir / "processes" / f"{name}.json", {**record.to_dict(), "group": group}

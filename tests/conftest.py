@@ -1,0 +1,82 @@
+"""Shared fixtures: an isolated state folder per session, free ports, and a leak check.
+
+Every cluster a test starts lives under this session's own XDG_STATE_HOME, and every
+process clusterctl starts inherits it, so at the end we can prove that nothing of ours
+is left: no state folder and no process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+
+def our_processes(state_home: str) -> list[psutil.Process]:
+    """Live processes started with this session's XDG_STATE_HOME (i.e. by clusterctl)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            env = proc.environ()
+            if env.get("XDG_STATE_HOME") == state_home and "CLUSTERCTL_CLUSTER" in env:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point clusterctl at a fresh state folder; afterwards, fail if anything leaked."""
+    home = tmp_path_factory.mktemp("state")
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(home)
+    yield home
+    deadline = time.monotonic() + 15
+    while our_processes(str(home)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    leaked = our_processes(str(home))
+    left = sorted(p.name for p in (home / "clusterctl").glob("*"))
+    for proc in leaked:  # clean up for the next run, then fail loudly
+        proc.kill()
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
+    assert not leaked, f"processes left behind: {[p.cmdline() for p in leaked]}"
+    assert not left, f"cluster state left behind: {left}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run the real `clusterctl` console script in a new process."""
+    exe = Path(sys.executable).with_name("clusterctl")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "clusterctl"]
+    result = subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"clusterctl {' '.join(args)} exited {result.returncode}:\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result

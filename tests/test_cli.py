@@ -1,0 +1,127 @@
+"""The CLI end to end, each command in its own process, as a user runs it from shells."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+from clusterctl import state
+from clusterctl.backends.base import port_is_free
+from tests.conftest import free_port, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _status(name: str) -> dict:
+    return json.loads(run_cli("status", "--name", name, "--json").stdout)
+
+
+def test_up_scale_status_health_down_on_the_default_ports():
+    """The README's walk-through: default ports, new process per command."""
+    if not (port_is_free("127.0.0.1", 8786) and port_is_free("127.0.0.1", 8787)):
+        pytest.skip(
+            "ports 8786/8787 are taken on this machine by something else: "
+            "this test needs the default ports"
+        )
+    up = run_cli("up", "--name", "t1", "--workers", "2")
+    assert "http://127.0.0.1:8787/status" in up.stdout
+    try:
+        run_cli("scale", "4", "--name", "t1")
+        report = _status("t1")
+        assert [w["state"] for w in report["workers"]] == ["running"] * 4
+        table = run_cli("status", "--name", "t1").stdout
+        assert "4 of 4 workers running" in table
+        assert "t1-worker-4" in table
+        with urllib.request.urlopen("http://127.0.0.1:8787/health", timeout=10) as r:
+            assert r.read() == b"ok"
+        assert "t1\tlocal" in run_cli("list").stdout
+        assert run_cli("dashboard", "--name", "t1").stdout.strip() == (
+            "http://127.0.0.1:8787/status"
+        )
+        assert "Register worker" in run_cli("logs", "--name", "t1").stdout
+        worker_log = run_cli("logs", "t1-worker-3", "--name", "t1", "--tail", "3").stdout
+        assert len(worker_log.splitlines()) == 3
+    finally:
+        run_cli("down", "--name", "t1")
+    assert not state.cluster_dir("t1").exists()
+    assert port_is_free("127.0.0.1", 8786) and port_is_free("127.0.0.1", 8787)
+    assert "No clusters." in run_cli("list").stdout
+
+
+def test_adapt_outlives_the_command_and_scale_turns_it_off(tmp_path):
+    run_cli("up", "--name", "ad", "--workers", "1", "--port", "0", "--dashboard-port", "0")
+    try:
+        out = run_cli("adapt", "--name", "ad", "--minimum", "1", "--maximum", "3").stdout
+        assert "between 1 and 3" in out
+        assert _status("ad")["adaptive"] == {"minimum": 1, "maximum": 3, "group": None}
+        # Load from another process; the adapt command has long exited.
+        load = tmp_path / "load.py"
+        load.write_text(
+            "import time, clusterctl\n"
+            "client = clusterctl.connect('ad')\n"
+            "futures = client.map(time.sleep, [1.0] * 30, pure=False)\n"
+            "client.gather(futures)\n"
+        )
+        proc = psutil.Popen([sys.executable, str(load)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if len(_status("ad")["workers"]) >= 2:
+                break
+            time.sleep(0.5)
+        assert len(_status("ad")["workers"]) >= 2, "the detached autoscaler added no worker"
+        proc.wait(120)
+        out = run_cli("scale", "1", "--name", "ad")
+        assert "Adaptive scaling turned off." in out.stderr
+        assert _status("ad")["adaptive"] is None
+        assert len(_status("ad")["workers"]) == 1
+    finally:
+        run_cli("down", "ad")
+
+
+def test_dead_scheduler_is_reported_and_down_cleans_up():
+    port = free_port()
+    run_cli("up", "--name", "crash", "--workers", "2", "--port", str(port), "--dashboard-port", "0")
+    report = _status("crash")
+    worker_pids = [int(w["detail"].split()[1]) for w in report["workers"]]
+    scheduler_pid = state.read_json(state.cluster_dir("crash") / "processes" / "scheduler.json")
+    psutil.Process(scheduler_pid["pid"]).kill()
+    time.sleep(0.5)
+    result = run_cli("status", "--name", "crash", check=False)
+    assert result.returncode == 1
+    assert "scheduler: not running" in result.stdout
+    scale = run_cli("scale", "3", "--name", "crash", check=False)
+    assert scale.returncode == 1 and "is not running" in scale.stderr
+    run_cli("down", "crash")
+    assert not state.cluster_dir("crash").exists()
+    assert not [
+        p
+        for p in worker_pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert port_is_free("127.0.0.1", port)
+
+
+def test_down_all_and_down_twice():
+    for name in ("a1", "a2"):
+        run_cli(
+            "up",
+            "--name",
+            name,
+            "--workers",
+            "1",
+            "--port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--no-wait",
+        )
+    out = run_cli("down", "--all").stdout
+    assert "'a1' is down" in out and "'a2' is down" in out
+    again = run_cli("down", "a1")
+    assert "nothing to do" in again.stdout
+    assert state.names() == []

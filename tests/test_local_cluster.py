@@ -1,0 +1,196 @@
+"""The local backend end to end, on real scheduler and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import psutil
+import pytest
+from distributed import Client, wait
+
+import clusterctl
+from clusterctl import state
+from clusterctl.backends.base import port_is_free
+from clusterctl.errors import UserInputError
+
+pytestmark = pytest.mark.slow
+
+
+def executions(marker_dir: Path) -> int:
+    return len(list(marker_dir.iterdir()))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One cluster on free ports, shared by the tests of this module (in order)."""
+    c = clusterctl.up(name="api", workers=1, port=0, dashboard_port=0)
+    yield c
+    c.shutdown()
+
+
+def test_up_gives_a_working_dask_cluster(cluster):
+    assert cluster.workers == {"api-worker-1"}
+    with Client(cluster) as client:
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+    assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+    assert "api-worker-1" in repr(cluster) or "workers=1" in repr(cluster)
+
+
+def test_scale_up_then_graceful_scale_down_loses_nothing(cluster, tmp_path):
+    def make_chunk(i: int, marker_dir: str):
+        """Leaves a file behind each time it runs, so that re-runs can be counted."""
+        import uuid
+        from pathlib import Path
+
+        import numpy as np
+
+        Path(marker_dir, f"{i}-{uuid.uuid4().hex}").touch()
+        return np.full(250_000, i)  # 2 MB
+
+    client = Client(cluster)
+    cluster.scale(4)
+    cluster.wait_for_workers(4)
+    assert len(client.scheduler_info()["workers"]) == 4
+
+    futures = client.map(make_chunk, range(40), marker_dir=str(tmp_path), pure=False)
+    wait(futures)
+    holders = {w for ws in client.who_has(futures).values() for w in ws}
+    assert len(holders) > 1, "the data should be spread over several workers"
+    assert executions(tmp_path) == 40
+
+    cluster.scale(1)
+
+    assert len(cluster.workers) == 1
+    assert len(client.scheduler_info()["workers"]) == 1
+    who_has = client.who_has(futures)
+    assert all(len(w) == 1 for w in who_has.values()), "every key is still held somewhere"
+    assert sum(int(chunk.sum()) for chunk in client.gather(futures)) == sum(range(40)) * 250_000
+    assert executions(tmp_path) == 40, "no task ran twice: the data moved, not recomputed"
+    client.close()
+
+
+def test_from_name_and_connect_in_a_second_process(cluster):
+    script = textwrap.dedent("""
+        import clusterctl
+        c = clusterctl.from_name("api")
+        print(sorted(c.workers), c.scheduler_address)
+        client = clusterctl.connect("api")
+        print(client.submit(lambda: 41 + 1).result())
+        client.close(); c.close()
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert cluster.scheduler_address in out
+    assert out.strip().endswith("42")
+    assert cluster.status.name == "running", "the second process did not stop the cluster"
+
+
+def test_dask_ctl_discovery_entry_point(cluster):
+    (ep,) = [e for e in entry_points(group="dask_cluster_discovery") if e.name == "clusterctl"]
+    discover = ep.load()
+
+    async def collect():
+        return [item async for item in discover()]
+
+    found = asyncio.run(collect())
+    assert ("api", clusterctl.Cluster) in found
+    name, cls = next(item for item in found if item[0] == "api")
+    attached = cls.from_name(name)
+    assert attached.scheduler_address == cluster.scheduler_address
+    attached.close()
+
+
+def test_adapt_in_process_grows_and_shrinks(cluster):
+    adaptive = cluster.adapt(minimum=1, maximum=3, interval="200ms", wait_count=2)
+    try:
+        with Client(cluster) as client:
+            futures = client.map(time.sleep, [1.0] * 24, pure=False)
+            deadline = time.monotonic() + 60
+            while len(cluster.workers) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(cluster.workers) >= 2, "adaptive did not add workers under load"
+            client.gather(futures)
+            del futures
+        deadline = time.monotonic() + 60
+        while len(cluster.workers) > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(cluster.workers) == 1, "adaptive did not scale back down when idle"
+    finally:
+        adaptive.stop()
+
+
+def test_up_twice_with_the_same_name_is_refused(cluster):
+    with pytest.raises(UserInputError, match="a cluster named 'api' already runs"):
+        clusterctl.up(name="api", port=0, dashboard_port=0)
+    assert cluster.status.name == "running"
+
+
+def test_shutdown_leaves_no_process_port_or_state():
+    c = clusterctl.up(name="gone", workers=2, port=0, dashboard_port=0)
+    port = int(c.scheduler_address.rsplit(":", 1)[1])
+    dash = int(c.dashboard_link.split(":")[2].split("/")[0])
+    pids = [int(m.detail.split()[1]) for m in c.backend.members()]
+    c.shutdown()
+    assert not state.cluster_dir("gone").exists()
+    assert not [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert port_is_free("127.0.0.1", port) and port_is_free("127.0.0.1", dash)
+    assert "gone" not in [n for n, _ in clusterctl.list_clusters()]
+
+
+def test_stale_state_is_detected_and_cleaned():
+    c = clusterctl.up(name="stale", workers=1, port=0, dashboard_port=0)
+    pids = [int(m.detail.split()[1]) for m in c.backend.members()]
+    c.close()
+    for pid in pids:  # a reboot, or kill -9 of everything
+        psutil.Process(pid).kill()
+    for pid in pids:
+        psutil.Process(pid).wait(10) if psutil.pid_exists(pid) else None
+    deadline = time.monotonic() + 20
+    while (
+        any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in _children_of(pids))
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    assert "stale" not in [n for n, _ in clusterctl.list_clusters()]
+    assert not state.cluster_dir("stale").exists()
+    again = clusterctl.up(name="stale", workers=1, port=0, dashboard_port=0)
+    again.shutdown()
+
+
+def _children_of(pids: list[int]) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("CLUSTERCTL_CLUSTER") == "stale":
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_async_api():
+    async def main():
+        c = await clusterctl.up(
+            name="async", workers=1, port=0, dashboard_port=0, asynchronous=True
+        )
+        try:
+            async with Client(c, asynchronous=True) as client:
+                assert await client.submit(lambda: 7) == 7
+            await c.scale(2)
+            await c.wait_for_workers(2)
+            assert len(c.workers) == 2
+        finally:
+            await c.shutdown()
+
+    asyncio.run(main())
