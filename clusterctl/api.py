@@ -95,11 +95,13 @@ def connect(name: str | None = None, asynchronous: bool = False, **kwargs: Any) 
 
     from clusterctl.backends import find_cluster
     from clusterctl.errors import ClusterNotFound
+    from clusterctl.security import client_security
 
     name = name or default_name()
     backend = find_cluster(name)
     if backend is None:
         raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    kwargs.setdefault("security", client_security(name, backend.spec.security.tls))
     return Client(backend.scheduler_address(), asynchronous=asynchronous, **kwargs)
 
 

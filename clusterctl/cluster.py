@@ -25,13 +25,13 @@ from typing import Any
 from distributed import Adaptive
 from distributed.core import Status, rpc
 from distributed.deploy.cluster import Cluster as DaskCluster
-from distributed.security import Security
 from distributed.versions import get_versions
 from tornado.ioloop import IOLoop
 
 from clusterctl import autoscaler, state
 from clusterctl.backends import Backend, backend_class, find_cluster
 from clusterctl.errors import ClusterctlError, ClusterNotFound, UserInputError
+from clusterctl.security import client_security, create_tls_files
 from clusterctl.spec import ClusterSpec
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Cluster(DaskCluster):
         self.shutdown_on_close = shutdown_on_close
         self._wait_on_start = wait
         self._workers: set[str] = set()
-        self.security = Security()
+        self.security = client_security(spec.name, spec.security.tls)
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=spec.name)
         if not self.asynchronous:
             self._loop_runner.start()
@@ -120,6 +120,8 @@ class Cluster(DaskCluster):
                 "or choose another --name"
             )
         self.backend.preflight()
+        if self.spec.security.tls:
+            create_tls_files(self.spec.name)
         self.backend.start_scheduler()
 
     def _check_scheduler_running(self) -> None:

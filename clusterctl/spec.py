@@ -49,6 +49,12 @@ class SchedulerSpec:
 
 
 @dataclass(frozen=True)
+class SecuritySpec:
+    tls: bool  # mutual TLS between client, scheduler and workers; "auto" in a spec file
+    # means on for container backends, off for the local one (loopback only)
+
+
+@dataclass(frozen=True)
 class WorkerGroup:
     """A set of identical workers; a cluster has one or more groups."""
 
@@ -74,6 +80,7 @@ class ClusterSpec:
     backend: str
     scheduler: SchedulerSpec
     workers: tuple[WorkerGroup, ...]
+    security: SecuritySpec
     start_timeout: float
 
     def group(self, name: str | None = None) -> WorkerGroup:
@@ -131,6 +138,7 @@ _SPEC_KEYS: dict[str, Any] = {
     "name": None,
     "backend": None,
     "scheduler": _SCHEDULER_KEYS,
+    "security": {"tls"},
     "worker": _WORKER_KEYS,
     "workers": "groups",
     "start_timeout": None,
@@ -270,9 +278,18 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
         _build_group(_check_name(gname, f"workers.{gname}", max_len=15), {**defaults, **g})
         for gname, g in groups.items()
     )
+    tls = _need(_need(data, "security", "spec"), "tls", "security")
+    if tls not in (True, False, "auto"):
+        raise SpecError(f"security.tls: must be true, false or auto, got {_kind(tls)}")
+    security = SecuritySpec(tls=backend != "local" if tls == "auto" else tls)
     timeout = _check_number(_need(data, "start_timeout", "spec"), "start-timeout", 1, 3600)
     return ClusterSpec(
-        name=name, backend=backend, scheduler=scheduler, workers=workers, start_timeout=timeout
+        name=name,
+        backend=backend,
+        scheduler=scheduler,
+        workers=workers,
+        security=security,
+        start_timeout=timeout,
     )
 
 

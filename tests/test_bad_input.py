@@ -39,6 +39,8 @@ SPEC_FILES = {
     "mount-relative-target": ("worker: {mounts: ['/tmp:data']}\n", "must be absolute"),
     "death-timeout-zero": ("worker: {death-timeout: 0}\n", "workers.worker.death-timeout"),
     "start-timeout-string": ("start-timeout: soon\n", "start-timeout"),
+    "tls-wrong-value": ("security: {tls: maybe}\n", "security.tls: must be true, false or auto"),
+    "security-unknown-key": ("security: {password: x}\n", "security.password: unknown field"),
 }
 
 FLAGS = {

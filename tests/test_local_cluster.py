@@ -194,3 +194,21 @@ def test_async_api():
             await c.shutdown()
 
     asyncio.run(main())
+
+
+def test_tls_cluster_refuses_clients_without_its_certificates(tmp_path):
+    spec = tmp_path / "tls.yaml"
+    spec.write_text("security: {tls: true}\nscheduler: {port: 0, dashboard-port: 0}\n")
+    c = clusterctl.up(spec, name="tls", workers=1)
+    try:
+        assert c.scheduler_address.startswith("tls://")
+        key = state.cluster_dir("tls") / "tls" / "key.pem"
+        assert key.stat().st_mode & 0o077 == 0, "the private key is readable by others"
+        with pytest.raises(Exception):  # noqa: B017  (distributed raises several kinds)
+            Client(c.scheduler_address, timeout=5)
+        with pytest.raises(Exception):  # noqa: B017
+            Client(c.scheduler_address.replace("tls://", "tcp://"), timeout=5)
+        with clusterctl.connect("tls") as client:
+            assert client.submit(lambda: 5).result() == 5
+    finally:
+        c.shutdown()

@@ -23,6 +23,7 @@ from clusterctl import processes, state
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.processes import ProcessRecord
+from clusterctl.security import tls_files
 from clusterctl.spec import ClusterSpec, WorkerGroup
 
 SCHEDULER = "scheduler"
@@ -74,23 +75,13 @@ class LocalBackend(Backend):
         state.write_json(self.dir / "spec.json", self.spec.to_dict())
         scheduler_file = self.dir / "scheduler.json"
         scheduler_file.unlink(missing_ok=True)
-        record = self._spawn(
-            SCHEDULER,
-            [
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--host",
-                sched.host,
-                "--port",
-                str(sched.port),
-                "--dashboard-address",
-                f"{sched.host}:{sched.dashboard_port}",
-                "--scheduler-file",
-                str(scheduler_file),
-            ],
-            group=None,
-            env=os.environ,
-        )
+        args = ["-m", "distributed.cli.dask_scheduler", "--host", sched.host,
+                "--port", str(sched.port),
+                "--dashboard-address", f"{sched.host}:{sched.dashboard_port}",
+                "--scheduler-file", str(scheduler_file)]  # fmt: skip
+        if self.spec.security.tls:
+            args += ["--protocol", "tls", *self._tls_args()]
+        record = self._spawn(SCHEDULER, args, group=None, env=os.environ)
         deadline = time.monotonic() + self.spec.start_timeout
         while state.read_json(scheduler_file) is None:
             if not processes.is_alive(record):
@@ -119,21 +110,11 @@ class LocalBackend(Backend):
         host = self.spec.scheduler.host
         env = {**os.environ, **group.env}
         for name in names:
-            args = [
-                "-m",
-                "distributed.cli.dask_worker",
-                address,
-                "--name",
-                name,
-                "--nthreads",
-                str(group.threads),
-                "--nworkers",
-                "1",
-                "--memory-limit",
-                str(group.memory_limit),
-                "--death-timeout",
-                f"{group.death_timeout:g}",
-            ]
+            args = ["-m", "distributed.cli.dask_worker", address, "--name", name,
+                    "--nthreads", str(group.threads), "--nworkers", "1",
+                    "--memory-limit", str(group.memory_limit),
+                    "--death-timeout", f"{group.death_timeout:g}",
+                    *self._tls_args()]  # fmt: skip
             if host not in ("0.0.0.0", "::"):
                 args += ["--host", host]
             if group.resources:
@@ -184,6 +165,13 @@ class LocalBackend(Backend):
         processes.stop([records[SCHEDULER]] if SCHEDULER in records else [])
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _tls_args(self) -> list[str]:
+        if not self.spec.security.tls:
+            return []
+        files = tls_files(self.spec.name)
+        return ["--tls-ca-file", str(files.ca), "--tls-cert", str(files.cert),
+                "--tls-key", str(files.key)]  # fmt: skip
 
     def _spawn(
         self, name: str, args: list[str], group: str | None, env: dict[str, str] | os._Environ
