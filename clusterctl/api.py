@@ -33,6 +33,8 @@ def build_spec(
     host: str | None = None,
     port: int | None = None,
     dashboard_port: int | None = None,
+    notebook: bool | None = None,
+    notebook_port: int | None = None,
 ) -> ClusterSpec:
     """A validated spec: dask.config, then the spec file, then these arguments.
 
@@ -48,6 +50,9 @@ def build_spec(
     scheduler = {"host": host, "port": port, "dashboard_port": dashboard_port}
     if scheduler := {k: v for k, v in scheduler.items() if v is not None}:
         overrides["scheduler"] = scheduler
+    nb = {"enabled": notebook, "port": notebook_port}
+    if nb := {k: v for k, v in nb.items() if v is not None}:
+        overrides["notebook"] = nb
     worker = {"threads": threads, "memory_limit": memory_limit}
     if worker := {k: v for k, v in worker.items() if v is not None}:
         overrides["worker"] = worker

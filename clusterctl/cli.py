@@ -73,6 +73,10 @@ def cli() -> None:
 @click.option("--port", type=int, help="Scheduler port (default 8786; 0 = any free).")
 @click.option("--dashboard-port", type=int, help="Dashboard port (default 8787; 0 = any free).")
 @click.option(
+    "--notebook/--no-notebook", default=None, help="Also start JupyterLab wired to the cluster."
+)
+@click.option("--notebook-port", type=int, help="JupyterLab port (default 8888; 0 = any free).")
+@click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait until every worker runs."
 )
 def up(spec_file: str | None, wait: bool, **fields: Any) -> None:
@@ -92,6 +96,8 @@ def up(spec_file: str | None, wait: bool, **fields: Any) -> None:
     click.echo(f"Cluster {spec.name!r} is up on {spec.backend}: {len(cluster.workers)} workers")
     click.echo(f"  scheduler  {cluster.scheduler_address}")
     click.echo(f"  dashboard  {cluster.dashboard_link}")
+    if notebook := cluster.backend.notebook_url():
+        click.echo(f"  notebook   {notebook}")
     click.echo(f"  connect    clusterctl.connect({spec.name!r})")
     cluster.close()
 
@@ -120,7 +126,7 @@ def scale(n: int, name: str | None, group: str | None, wait: bool) -> None:
         cluster.scale(n, group)
         if wait:
             _wait_with_progress(cluster)
-        click.echo(f"Cluster {name!r}: {len(cluster.workers)} workers")
+        click.echo(f"Cluster {name!r}: {_workers(cluster)}")
     finally:
         cluster.close()
 
@@ -265,6 +271,11 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
 # --- output helpers ------------------------------------------------------------------------
 
 
+def _workers(cluster: Any) -> str:
+    n = len(cluster.workers)
+    return f"{n} worker" + ("" if n == 1 else "s")
+
+
 def _memory_value(text: str) -> str | float:
     """'0.5' on the command line means a fraction, as it does in a spec file."""
     try:
@@ -317,6 +328,8 @@ def _print_status(report: dict[str, Any]) -> None:
     else:
         console.print(f"scheduler  {report['scheduler']}")
         console.print(f"dashboard  {report['dashboard']}")
+        if report.get("notebook"):
+            console.print(f"notebook   {report['notebook']}")
         v = report["versions"]
         line = f"versions   python {v['python']}, dask {v['dask']}, distributed {v['distributed']}"
         if v["mismatched"]:

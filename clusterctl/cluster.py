@@ -307,6 +307,7 @@ class Cluster(DaskCluster):
             "backend": self.spec.backend,
             "scheduler": self.scheduler_address,
             "dashboard": self.dashboard_link,
+            "notebook": await asyncio.to_thread(self.backend.notebook_url),
             "workers": workers,
             "versions": _version_summary(versions, get_versions()),
             "adaptive": await asyncio.to_thread(autoscaler.settings, self.name),

@@ -49,6 +49,12 @@ class SchedulerSpec:
 
 
 @dataclass(frozen=True)
+class NotebookSpec:
+    enabled: bool
+    port: int
+
+
+@dataclass(frozen=True)
 class SecuritySpec:
     tls: bool  # mutual TLS between client, scheduler and workers; "auto" in a spec file
     # means on for container backends, off for the local one (loopback only)
@@ -80,6 +86,7 @@ class ClusterSpec:
     backend: str
     scheduler: SchedulerSpec
     workers: tuple[WorkerGroup, ...]
+    notebook: NotebookSpec
     security: SecuritySpec
     start_timeout: float
 
@@ -138,6 +145,7 @@ _SPEC_KEYS: dict[str, Any] = {
     "name": None,
     "backend": None,
     "scheduler": _SCHEDULER_KEYS,
+    "notebook": {"enabled", "port"},
     "security": {"tls"},
     "worker": _WORKER_KEYS,
     "workers": "groups",
@@ -268,15 +276,20 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
             _need(sched, "dashboard_port", "scheduler"), "scheduler.dashboard-port"
         ),
     )
-    if scheduler.port and scheduler.port == scheduler.dashboard_port:
-        raise SpecError(
-            f"scheduler.dashboard-port: must differ from scheduler.port ({scheduler.port})"
-        )
     defaults = data.get("worker", {})
     groups = data.get("workers") or {DEFAULT_GROUP: {}}
     workers = tuple(
         _build_group(_check_name(gname, f"workers.{gname}", max_len=15), {**defaults, **g})
         for gname, g in groups.items()
+    )
+    nb = _need(data, "notebook", "spec")
+    notebook = NotebookSpec(
+        enabled=_check_bool(_need(nb, "enabled", "notebook"), "notebook.enabled"),
+        port=_check_port(_need(nb, "port", "notebook"), "notebook.port"),
+    )
+    _check_distinct_ports(
+        [("scheduler.port", scheduler.port), ("scheduler.dashboard-port", scheduler.dashboard_port)]
+        + ([("notebook.port", notebook.port)] if notebook.enabled else [])
     )
     tls = _need(_need(data, "security", "spec"), "tls", "security")
     if tls not in (True, False, "auto"):
@@ -288,6 +301,7 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
         backend=backend,
         scheduler=scheduler,
         workers=workers,
+        notebook=notebook,
         security=security,
         start_timeout=timeout,
     )
@@ -324,6 +338,12 @@ def _check_int(value: Any, where: str, low: int, high: int) -> int:
     return value
 
 
+def _check_bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{where}: must be true or false, got {_kind(value)}")
+    return value
+
+
 def _check_count(value: Any, where: str) -> int:
     return _check_int(value, where, 0, MAX_WORKERS)
 
@@ -343,6 +363,14 @@ def _check_port(value: Any, where: str) -> int:
             f"got {_kind(value)}"
         )
     return value
+
+
+def _check_distinct_ports(ports: list[tuple[str, int]]) -> None:
+    seen: dict[int, str] = {}
+    for where, port in ports:
+        if port and port in seen:
+            raise SpecError(f"{where}: must differ from {seen[port]} (both are {port})")
+        seen[port] = where
 
 
 def _check_name(value: Any, where: str, max_len: int) -> str:

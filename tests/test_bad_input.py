@@ -28,7 +28,10 @@ SPEC_FILES = {
     "bad-group-name": ("workers: {GPU: {count: 1}}\n", "workers.GPU"),
     "port-out-of-range": ("scheduler: {port: 70000}\n", "scheduler.port"),
     "port-string": ("scheduler: {dashboard-port: http}\n", "scheduler.dashboard-port"),
-    "same-ports": ("scheduler: {port: 9999, dashboard-port: 9999}\n", "must differ"),
+    "same-ports": (
+        "scheduler: {port: 9999, dashboard-port: 9999}\n",
+        "must differ from scheduler.port",
+    ),
     "bad-host": ("scheduler: {host: 'not a host'}\n", "scheduler.host"),
     "unknown-backend": ("backend: slurm\n", "backend: must be one of"),
     "env-bad-name": ("worker: {env: {'1X': a}}\n", "workers.worker.env.1X"),
@@ -39,6 +42,11 @@ SPEC_FILES = {
     "mount-relative-target": ("worker: {mounts: ['/tmp:data']}\n", "must be absolute"),
     "death-timeout-zero": ("worker: {death-timeout: 0}\n", "workers.worker.death-timeout"),
     "start-timeout-string": ("start-timeout: soon\n", "start-timeout"),
+    "notebook-port-clash": (
+        "notebook: {enabled: true, port: 8787}\n",
+        "notebook.port: must differ",
+    ),
+    "notebook-enabled-text": ("notebook: {enabled: sometimes}\n", "notebook.enabled"),
     "tls-wrong-value": ("security: {tls: maybe}\n", "security.tls: must be true, false or auto"),
     "security-unknown-key": ("security: {password: x}\n", "security.password: unknown field"),
 }

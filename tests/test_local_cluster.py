@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -210,5 +212,24 @@ def test_tls_cluster_refuses_clients_without_its_certificates(tmp_path):
             Client(c.scheduler_address.replace("tls://", "tcp://"), timeout=5)
         with clusterctl.connect("tls") as client:
             assert client.submit(lambda: 5).result() == 5
+    finally:
+        c.shutdown()
+
+
+def test_notebook_needs_its_token_and_points_at_the_cluster():
+    c = clusterctl.up(name="nb", workers=1, port=0, dashboard_port=0, notebook=True,
+                      notebook_port=0)  # fmt: skip
+    try:
+        url = c.backend.notebook_url()
+        base, token = url.split("/lab?token=")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/api/sessions", timeout=10)
+        assert refused.value.code == 403
+        with urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10) as ok:
+            assert ok.status == 200
+        (notebook,) = [m for m in c.backend.members() if m.role == "notebook"]
+        env = psutil.Process(int(notebook.detail.split()[1])).environ()
+        assert env["DASK_SCHEDULER_ADDRESS"] == c.scheduler_address
+        assert token not in " ".join(psutil.Process(int(notebook.detail.split()[1])).cmdline())
     finally:
         c.shutdown()

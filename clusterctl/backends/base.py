@@ -22,7 +22,7 @@ class Member:
     """One scheduler or worker as the backend sees it."""
 
     name: str
-    role: str  # "scheduler" | "worker"
+    role: str  # "scheduler" | "worker" | "notebook"
     group: str | None
     running: bool
     detail: str = ""  # e.g. "pid 1234" or a container id
@@ -49,21 +49,30 @@ class Backend(ABC):
     def preflight(self) -> None:
         """Refuse to start when a published port is taken; subclasses add their checks."""
         sched = self.spec.scheduler
-        for field, port in (("port", sched.port), ("dashboard-port", sched.dashboard_port)):
+        ports = [
+            ("scheduler.port", "--port", sched.port),
+            ("scheduler.dashboard-port", "--dashboard-port", sched.dashboard_port),
+        ]
+        if self.spec.notebook.enabled:
+            ports.append(("notebook.port", "--notebook-port", self.spec.notebook.port))
+        for field, flag, port in ports:
             if port and not port_is_free(sched.host, port):
                 raise UserInputError(
-                    f"scheduler.{field}: port {port} on {sched.host} is already in use; "
-                    f"choose another (--{'port' if field == 'port' else 'dashboard-port'}), "
-                    "or 0 for any free port"
+                    f"{field}: port {port} on {sched.host} is already in use; choose another "
+                    f"({flag}), or 0 for any free port"
                 )
 
     @abstractmethod
     def start_scheduler(self) -> None:
-        """Start the scheduler and return once it accepts connections."""
+        """Start the scheduler (and the notebook, if the spec asks); return once they answer."""
 
     @abstractmethod
     def scheduler_address(self) -> str:
         """The address clients on this machine use, e.g. ``tcp://127.0.0.1:8786``."""
+
+    @abstractmethod
+    def notebook_url(self) -> str | None:
+        """JupyterLab's URL with its token, or None without a notebook."""
 
     @abstractmethod
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:

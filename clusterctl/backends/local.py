@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import socket
 import sys
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 
 from clusterctl import processes, state
 from clusterctl.backends.base import Backend, Member
@@ -27,6 +30,7 @@ from clusterctl.security import tls_files
 from clusterctl.spec import ClusterSpec, WorkerGroup
 
 SCHEDULER = "scheduler"
+NOTEBOOK = "notebook"
 
 
 class LocalBackend(Backend):
@@ -82,16 +86,52 @@ class LocalBackend(Backend):
         if self.spec.security.tls:
             args += ["--protocol", "tls", *self._tls_args()]
         record = self._spawn(SCHEDULER, args, group=None, env=os.environ)
+        self._wait_until(SCHEDULER, record, lambda: state.read_json(scheduler_file) is not None)
+        if self.spec.notebook.enabled:
+            self._start_notebook()
+
+    def _start_notebook(self) -> None:
+        """JupyterLab in the current folder, with a token, its clients pointed at us."""
+        host = self.spec.scheduler.host
+        port = self.spec.notebook.port or free_port(host)
+        token = secrets.token_urlsafe(24)
+        url = f"http://{_url_host(host)}:{port}/lab?token={token}"
+        state.write_json(self.dir / "notebook.json", {"url": url})  # owner-only file
+        # The token goes in the environment (owner-only), not the command line (world-readable).
+        env = {**os.environ, "DASK_SCHEDULER_ADDRESS": self.scheduler_address(),
+               "JUPYTER_TOKEN": token}  # fmt: skip
+        if self.spec.security.tls:
+            files = tls_files(self.spec.name)
+            env.update(
+                {
+                    "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+                    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(files.ca),
+                    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(files.cert),
+                    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(files.key),
+                }
+            )
+        args = ["-m", "jupyterlab", "--no-browser", f"--ServerApp.ip={host}",
+                f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]  # fmt: skip
+        if os.geteuid() == 0:
+            args.append("--allow-root")
+        record = self._spawn(NOTEBOOK, args, group=None, env=env)
+        self._wait_until(NOTEBOOK, record, lambda: _http_answers(host, port, "/api"))
+
+    def notebook_url(self) -> str | None:
+        data = state.read_json(self.dir / "notebook.json")
+        return data["url"] if data else None
+
+    def _wait_until(self, what: str, record: ProcessRecord, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.spec.start_timeout
-        while state.read_json(scheduler_file) is None:
+        while not ready():
             if not processes.is_alive(record):
                 raise ClusterctlError(
-                    f"the scheduler of cluster {self.spec.name!r} exited while starting:\n"
+                    f"the {what} of cluster {self.spec.name!r} exited while starting:\n"
                     + processes.tail(record.log)
                 )
             if time.monotonic() > deadline:
                 raise ClusterctlError(
-                    f"the scheduler of cluster {self.spec.name!r} did not start within "
+                    f"the {what} of cluster {self.spec.name!r} did not start within "
                     f"{self.spec.start_timeout:g} s:\n" + processes.tail(record.log)
                 )
             time.sleep(0.05)
@@ -134,7 +174,7 @@ class LocalBackend(Backend):
         return [
             Member(
                 name=name,
-                role=SCHEDULER if name == SCHEDULER else "worker",
+                role=name if name in (SCHEDULER, NOTEBOOK) else "worker",
                 group=groups.get(name),
                 running=processes.is_alive(record),
                 detail=f"pid {record.pid}",
@@ -160,9 +200,9 @@ class LocalBackend(Backend):
 
     def destroy(self) -> None:
         records = self._records()
-        workers = [r for name, r in records.items() if name != SCHEDULER]
-        processes.stop(workers)
-        processes.stop([records[SCHEDULER]] if SCHEDULER in records else [])
+        scheduler = records.pop(SCHEDULER, None)
+        processes.stop(records.values())  # workers and notebook first
+        processes.stop([scheduler] if scheduler else [])
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -208,8 +248,26 @@ def _index(name: str) -> int:
 
 
 def _sort_key(name: str) -> tuple[int, str, int]:
-    """Scheduler first, then workers in numeric order."""
+    """Scheduler and notebook first, then workers in numeric order."""
     match = re.match(r"^(.*)-(\d+)$", name)
-    if name == SCHEDULER:
-        return (0, "", 0)
+    if name in (SCHEDULER, NOTEBOOK):
+        return (0, name, 0)
     return (1, match.group(1), int(match.group(2))) if match else (1, name, 0)
+
+
+def _url_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _http_answers(host: str, port: int, path: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{_url_host(host)}:{port}{path}", timeout=2):
+            return True
+    except OSError:
+        return False
