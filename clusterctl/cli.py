@@ -268,6 +268,68 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
             click.echo(f"No cluster named {n!r}; nothing to do.")
 
 
+@cli.group()
+def image() -> None:
+    """Build, save and load the scheduler, worker and notebook images."""
+
+
+@image.command(name="base")
+@click.option("--release", default="bookworm", show_default=True, help="Debian release.")
+@click.option("--mirror", help="Debian mirror URL (default: the one this machine's apt uses).")
+def image_base(release: str, mirror: str | None) -> None:
+    """Make a Debian base image with this client's Python, for engines with no registry."""
+    from clusterctl.images import build_base
+
+    name = build_base(release, mirror, progress=_progress_line)
+    click.echo(name)
+
+
+@image.command(name="build")
+@click.option(
+    "--base", help="Base image (default: `image base`'s if present, else python:X.Y.Z-slim)."
+)
+@click.option(
+    "--extra",
+    multiple=True,
+    metavar="REQUIREMENT",
+    help="Another package for every image, e.g. --extra scikit-learn==1.5.2.",
+)
+@click.option("--fresh", is_flag=True, help="Rebuild everything, with no cache.")
+def image_build(base: str | None, extra: tuple[str, ...], fresh: bool) -> None:
+    """Build the three images, locked to the versions of this Python environment."""
+    from clusterctl.images import build_images
+
+    for role, name in build_images(base, extra, fresh, progress=_progress_line).items():
+        click.echo(f"{role:10} {name}")
+
+
+@image.command(name="save")
+@click.argument("archive", type=click.Path(dir_okay=False, writable=True))
+@click.argument("images", nargs=-1)
+def image_save(archive: str, images: tuple[str, ...]) -> None:
+    """Write the images (default: this client's three) to one compressed ARCHIVE."""
+    from pathlib import Path
+
+    from clusterctl.images import save_images
+
+    with _status(f"Saving to {archive}"):
+        names = save_images(Path(archive), images or None)
+    click.echo(f"Saved {', '.join(names)} to {archive}")
+
+
+@image.command(name="load")
+@click.argument("archive", type=click.Path(dir_okay=False))
+def image_load(archive: str) -> None:
+    """Load an ARCHIVE from `image save` into this engine (or the one DOCKER_HOST names)."""
+    from pathlib import Path
+
+    from clusterctl.images import load_images
+
+    with _status(f"Loading {archive}"):
+        names = load_images(Path(archive))
+    click.echo(f"Loaded {', '.join(names)}")
+
+
 # --- output helpers ------------------------------------------------------------------------
 
 
@@ -282,6 +344,10 @@ def _memory_value(text: str) -> str | float:
         return float(text) if "." in text else text
     except ValueError:
         return text
+
+
+def _progress_line(line: str) -> None:
+    click.secho(line, err=True, dim=True)
 
 
 def _status(message: str) -> Any:
@@ -331,10 +397,11 @@ def _print_status(report: dict[str, Any]) -> None:
         if report.get("notebook"):
             console.print(f"notebook   {report['notebook']}")
         v = report["versions"]
-        line = f"versions   python {v['python']}, dask {v['dask']}, distributed {v['distributed']}"
-        if v["mismatched"]:
-            line += f"  [red]mismatch with this client: {v['mismatched']}[/]"
-        console.print(line)
+        console.print(
+            f"versions   python {v['python']}, dask {v['dask']}, distributed {v['distributed']}"
+        )
+        if report["version_mismatch"]:
+            console.print(f"[red]{report['version_mismatch']}[/]", highlight=False)
     if report.get("adaptive"):
         a = report["adaptive"]
         console.print(f"adaptive   {a['minimum']} to {a['maximum']} workers")

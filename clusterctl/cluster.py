@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from distributed import Adaptive
 from distributed.core import Status, rpc
 from distributed.deploy.cluster import Cluster as DaskCluster
-from distributed.versions import get_versions
+from distributed.versions import VersionMismatchWarning, get_versions
+from distributed.versions import error_message as version_error_message
 from tornado.ioloop import IOLoop
 
 from clusterctl import autoscaler, state
@@ -100,6 +102,8 @@ class Cluster(DaskCluster):
             )
             await super()._start()
             await self._refresh()
+            if mismatch := await self._version_mismatch():
+                warnings.warn(mismatch, VersionMismatchWarning, stacklevel=2)
             if self._creating:
                 for group in self.spec.workers:
                     await self._scale(group.count, group.name)
@@ -276,6 +280,20 @@ class Cluster(DaskCluster):
         """Workers, threads, memory, tasks, versions and scaling mode, for ``status``."""
         return self.sync(self._describe)
 
+    async def _version_mismatch(self) -> str:
+        """A table of the packages whose versions differ between this client and the
+        cluster ("" when they all agree); what Dask's own check compares."""
+        scheduler = await self.scheduler_comm.versions()
+        workers = await self.scheduler_comm.broadcast(msg={"op": "versions"}, on_error="ignore")
+        message = version_error_message(scheduler, workers, get_versions())
+        text = "\n".join(filter(None, (message["error"], message["warning"])))
+        if not text:
+            return ""
+        return (
+            f"cluster {self.name!r} runs other versions than this client "
+            f"(`clusterctl image build` makes matching images):\n{text}"
+        )
+
     async def _describe(self) -> dict[str, Any]:
         identity = await self.scheduler_comm.identity()
         processing = await self.scheduler_comm.processing()
@@ -301,7 +319,7 @@ class Cluster(DaskCluster):
                     "detail": m.detail,
                 }
             )
-        versions = await self.scheduler_comm.versions()
+        versions = (await self.scheduler_comm.versions())["packages"]
         return {
             "name": self.name,
             "backend": self.spec.backend,
@@ -309,7 +327,8 @@ class Cluster(DaskCluster):
             "dashboard": self.dashboard_link,
             "notebook": await asyncio.to_thread(self.backend.notebook_url),
             "workers": workers,
-            "versions": _version_summary(versions, get_versions()),
+            "versions": {k: versions.get(k) for k in ("python", "dask", "distributed")},
+            "version_mismatch": await self._version_mismatch(),
             "adaptive": await asyncio.to_thread(autoscaler.settings, self.name),
         }
 
@@ -348,22 +367,6 @@ def destroy_cluster(backend: Backend) -> None:
     autoscaler.stop(backend.spec.name)
     backend.destroy()
     state.remove(backend.spec.name)
-
-
-def _version_summary(cluster: dict[str, Any], client: dict[str, Any]) -> dict[str, Any]:
-    packages = cluster["packages"]
-    mismatched = {
-        pkg: {"client": client["packages"].get(pkg), "scheduler": version}
-        for pkg, version in packages.items()
-        if pkg in ("dask", "distributed", "python", "cloudpickle", "msgpack", "tornado", "toolz")
-        and client["packages"].get(pkg) != version
-    }
-    return {
-        "python": packages.get("python"),
-        "dask": packages.get("dask"),
-        "distributed": packages.get("distributed"),
-        "mismatched": mismatched,
-    }
 
 
 __all__ = ["Cluster", "GroupAdaptive", "destroy_cluster"]

@@ -1,0 +1,473 @@
+"""Scheduler, worker and notebook images locked to this client's versions, built offline.
+
+Three steps, each cached by what it depends on:
+
+1. ``build_base``: a Debian root filesystem by debootstrap, with this client's own Python
+   interpreter copied in (so the images run exactly the client's Python, micro version
+   included), imported with ``docker import``. For engines that reach no registry.
+2. The runtime (``images/Dockerfile.runtime``): a wheelhouse of the client's versions is
+   built on the host with pip, then installed in the image with ``--no-index``. Built
+   again only when the lock changes.
+3. The role images (``images/Dockerfile``): the runtime plus this package; a change to
+   clusterctl's code rebuilds only this small last step.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from clusterctl import __version__
+from clusterctl.errors import ClusterctlError, UserInputError
+
+ROLES = ("scheduler", "worker", "notebook")
+# What Dask compares between client, scheduler and workers, and what tasks commonly need.
+LOCKED_PACKAGES = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "lz4",
+                   "numpy", "pandas", "pyarrow", "bokeh", "psutil")  # fmt: skip
+# pip is installed in the notebook; scheduler and worker run it from its wheel when needed.
+NOTEBOOK_PACKAGES = ("jupyterlab", "dask-labextension", "pip")
+# Shared libraries the interpreter's extension modules link against (Debian bookworm names).
+BASE_PACKAGES = ("tini", "ca-certificates", "libssl3", "libffi8", "libsqlite3-0", "libbz2-1.0",
+                 "libncursesw6", "libreadline8", "libexpat1", "libnsl2")  # fmt: skip
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Lock:
+    """The versions every image carries: this client's."""
+
+    python: str
+    packages: dict[str, str]  # name -> version, as installed here
+    notebook: dict[str, str]  # notebook-only packages, pinned when installed here
+    extra: tuple[str, ...]  # the user's extra requirements
+
+    @classmethod
+    def of_this_client(cls, extra: Iterable[str] = ()) -> Lock:
+        return cls(
+            python=platform.python_version(),
+            packages={p: v for p in LOCKED_PACKAGES if (v := _installed(p))},
+            notebook={p: _installed(p) or "" for p in NOTEBOOK_PACKAGES},
+            extra=tuple(extra),
+        )
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps([self.python, self.packages, self.notebook, self.extra], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def tag(self) -> str:
+        """The image tag for this lock and this version of clusterctl."""
+        return f"{__version__}-{self.digest}"
+
+    def core_requirements(self) -> list[str]:
+        return [f"{p}=={v}" for p, v in self.packages.items()] + list(self.extra)
+
+    def notebook_requirements(self) -> list[str]:
+        return [f"{p}=={v}" if v else p for p, v in self.notebook.items()]
+
+    def label(self) -> str:
+        """``python=3.11.7,dask=2026.8.0,...``: the ``io.clusterctl.lock`` image label."""
+        pins = {"python": self.python, **self.packages}
+        return ",".join(f"{name}={version}" for name, version in pins.items())
+
+
+def image_name(role: str, tag: str) -> str:
+    return f"clusterctl-{role}:{tag}"
+
+
+def default_image(role: str) -> str:
+    """The image of ``role`` that matches this client (what the container backends use)."""
+    return image_name(role, Lock.of_this_client().tag)
+
+
+def base_name(release: str = "bookworm") -> str:
+    return f"clusterctl-base:{release}-py{platform.python_version()}"
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+
+def docker_client() -> Any:
+    """A docker SDK client for DOCKER_HOST (or the local engine), checked to answer."""
+    try:
+        import docker
+    except ImportError:
+        raise UserInputError(
+            "the docker SDK is not installed: pip install 'clusterctl[docker]'"
+        ) from None
+    host = os.environ.get("DOCKER_HOST", "the local Docker socket")
+    try:
+        client = docker.from_env(use_ssh_client=host.startswith("ssh://"), timeout=600)
+        client.ping()
+    except Exception as exc:
+        raise UserInputError(
+            f"cannot reach a Docker Engine at {host}: {exc}. Is it running, and may you use "
+            "it? (DOCKER_HOST selects another engine)"
+        ) from None
+    return client
+
+
+def image_exists(client: Any, name: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _build(client: Any, context: Path, progress: Progress, **kwargs: Any) -> None:
+    """``docker build`` through the SDK, its output passed to ``progress``."""
+    lines: list[str] = []
+    for chunk in client.api.build(path=str(context), rm=True, forcerm=True, decode=True,
+                                  **kwargs):  # fmt: skip
+        if "error" in chunk:
+            tail = "".join(lines[-15:])
+            raise ClusterctlError(f"building {kwargs.get('tag')} failed: {chunk['error']}\n{tail}")
+        if text := chunk.get("stream"):
+            lines.append(text)
+            if text.strip():
+                progress(text.rstrip())
+
+
+# --- step 1: the offline base ---------------------------------------------------------------
+
+
+def build_base(release: str = "bookworm", mirror: str | None = None,
+               progress: Progress = print) -> str:  # fmt: skip
+    """Make ``clusterctl-base:<release>-py<X.Y.Z>`` from Debian's archive; return its name."""
+    client = docker_client()
+    if shutil.which("debootstrap") is None:
+        raise UserInputError("debootstrap is not installed here: apt-get install debootstrap")
+    if os.geteuid() != 0:
+        raise UserInputError("building the base image runs debootstrap, which needs root")
+    mirror = mirror or _host_mirror(release)
+    name = base_name(release)
+    with tempfile.TemporaryDirectory(prefix="clusterctl-base-", dir=_cache_dir()) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        progress(f"debootstrap {release} from {mirror}")
+        debs = _cache_dir() / "debs"
+        debs.mkdir(exist_ok=True)
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+              f"--cache-dir={debs}", release, str(rootfs), mirror], progress)  # fmt: skip
+        progress("copying this client's Python interpreter into the image")
+        _copy_interpreter(rootfs / "usr" / "local")
+        _run(["chroot", str(rootfs), "ldconfig"], progress)
+        check = ("import sys, ssl, sqlite3, ctypes, lzma, bz2, zlib, uuid, decimal, readline; "
+                 "print(sys.version.split()[0])")  # fmt: skip
+        version = _run(["chroot", str(rootfs), "/usr/local/bin/python3", "-c", check], progress)
+        if version.strip() != platform.python_version():
+            raise ClusterctlError(f"the interpreter in the base runs Python {version.strip()}")
+        _trim_rootfs(rootfs)
+        archive = Path(tmp) / "rootfs.tar"
+        _run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(archive), "."], progress)
+        progress(f"docker import as {name}")
+        client.api.import_image_from_file(
+            str(archive), repository=name.split(":")[0], tag=name.split(":")[1],
+            changes=["ENV LANG=C.UTF-8", 'CMD ["/bin/sh"]',
+                     f'LABEL org.opencontainers.image.description="Debian {release} with '
+                     f'Python {platform.python_version()}, made by clusterctl image base"'],
+        )  # fmt: skip
+    return name
+
+
+def _host_mirror(release: str) -> str:
+    """The Debian mirror this machine's apt uses for ``release``."""
+    sources = []
+    apt = Path("/etc/apt")
+    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]:
+        if path.suffix in (".list", ".sources", "") and path.is_file():
+            sources.append(path.read_text())
+    text = "\n".join(sources)
+    for stanza in re.split(r"\n\s*\n", text):  # deb822 .sources files
+        uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+        suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+        if uris and suites and release in suites.group(1).split():
+            return uris.group(1)
+    for match in re.finditer(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)", text, re.M):
+        if match.group(2) == release:
+            return match.group(1)
+    raise UserInputError(
+        f"no Debian mirror for {release!r} in /etc/apt; give one with --mirror URL"
+    )
+
+
+def _copy_interpreter(prefix: Path) -> None:
+    """This Python's executable, shared library and standard library into ``prefix``."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stdlib = Path(sysconfig.get_paths(vars={"installed_base": sys.base_prefix})["stdlib"])
+    skip = {"site-packages", "dist-packages", "test", "idlelib", "tkinter", "turtledemo",
+            "lib2to3", "ensurepip", "__phello__"}  # fmt: skip
+    target = prefix / "lib" / f"python{version}"
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        ignored = {n for n in names if n in skip or n.startswith("config-")}
+        return ignored | {n for n in names if ".opt-" in n and n.endswith(".pyc")}
+
+    shutil.copytree(stdlib, target, ignore=ignore, symlinks=True)
+    (target / "site-packages").mkdir(exist_ok=True)
+    (prefix / "bin").mkdir(parents=True, exist_ok=True)
+    executable = Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+    shutil.copy2(executable, prefix / "bin" / f"python{version}")
+    for link in ("python3", "python"):
+        (prefix / "bin" / link).unlink(missing_ok=True)
+        (prefix / "bin" / link).symlink_to(f"python{version}")
+    binaries = [prefix / "bin" / f"python{version}"]
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        libdir = Path(sysconfig.get_config_var("LIBDIR"))
+        soname = sysconfig.get_config_var("INSTSONAME")
+        shutil.copy2(libdir / soname, prefix / "lib" / soname)
+        binaries.append(prefix / "lib" / soname)
+    dynload = target / "lib-dynload"
+    for module in dynload.glob("*.so"):  # test modules, and Tk, which the base lacks
+        if module.name.startswith(("_test", "_ctypes_test", "_xxtest", "xxlimited", "_tkinter")):
+            module.unlink()
+    binaries += dynload.glob("*.so")
+    if shutil.which("strip"):  # interpreters built from source keep their debug symbols
+        subprocess.run(["strip", "--strip-unneeded", *map(str, binaries)], check=False)
+
+
+def _trim_rootfs(rootfs: Path) -> None:
+    # gconv: glibc's iconv modules; Python brings its own codecs.
+    for rel in ("var/lib/apt/lists", "var/cache/apt", "var/log", "usr/share/man",
+                "usr/share/info", "usr/share/locale", "usr/share/lintian", "tmp",
+                "usr/lib/x86_64-linux-gnu/gconv"):  # fmt: skip
+        folder = rootfs / rel
+        if folder.is_dir():
+            for child in folder.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    doc = rootfs / "usr/share/doc"
+    for path in doc.rglob("*") if doc.is_dir() else ():
+        if path.is_file() and path.name != "copyright":
+            path.unlink()
+    (rootfs / "etc/machine-id").write_text("")
+
+
+# --- steps 2 and 3: runtime and role images -------------------------------------------------
+
+
+def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool = False,
+                 progress: Progress = print) -> dict[str, str]:  # fmt: skip
+    """Build the scheduler, worker and notebook images for this client; return their names.
+
+    ``base`` defaults to the offline base if it exists, else ``python:X.Y.Z-slim``.
+    ``fresh`` rebuilds every step, wheelhouse included, with no cache.
+    """
+    client = docker_client()
+    lock = Lock.of_this_client(extra)
+    if base is None:
+        base = base_name() if image_exists(client, base_name()) else (f"python:{lock.python}-slim")
+    buildargs = {
+        "BASE_IMAGE": base,
+        "CLUSTERCTL_VERSION": __version__,
+        "CLUSTERCTL_LOCK": lock.label(),
+        "CLUSTERCTL_SOURCE": _source(),
+    }
+    runtimes = {role: image_name(f"{role}-runtime", lock.tag) for role in ROLES}
+    if fresh or not all(image_exists(client, name) for name in runtimes.values()):
+        wheelhouse = build_wheelhouse(lock, fresh, progress)
+        for role, name in runtimes.items():
+            progress(f"building {name} from {base}")
+            _build(client, wheelhouse, progress, dockerfile="Dockerfile.runtime", target=role,
+                   tag=name, buildargs=buildargs, pull=False, nocache=fresh)  # fmt: skip
+    names = {}
+    with tempfile.TemporaryDirectory(prefix="clusterctl-app-") as tmp:
+        context = _app_context(Path(tmp), progress)
+        for role, runtime in runtimes.items():
+            names[role] = image_name(role, lock.tag)
+            progress(f"building {names[role]}")
+            _build(client, context, progress, tag=names[role],
+                   buildargs={"RUNTIME_IMAGE": runtime})  # fmt: skip
+            client.images.get(names[role]).tag(f"clusterctl-{role}", "latest")
+    return names
+
+
+def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print) -> Path:
+    """Wheels of every locked package and their dependencies, as installed here.
+
+    The folder is also the build context of ``Dockerfile.runtime``; cached per lock.
+    """
+    folder = _cache_dir() / f"wheelhouse-{lock.digest}"
+    if (folder / "lock.txt").exists() and not fresh:
+        progress(f"wheelhouse {folder} (cached)")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        wheels = folder / "wheels"
+        wheels.mkdir(parents=True)
+        (folder / "constraints.txt").write_text("\n".join(_host_pins()) + "\n")
+        (folder / "core.txt").write_text("\n".join(lock.core_requirements()) + "\n")
+        (folder / "notebook.txt").write_text("\n".join(lock.notebook_requirements()) + "\n")
+        progress(f"pip wheel: {len(lock.core_requirements())} packages + notebook, "
+                 "with their dependencies")  # fmt: skip
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+              "--wheel-dir", str(wheels), "-c", str(folder / "constraints.txt"),
+              "-r", str(folder / "core.txt"), "-r", str(folder / "notebook.txt")],
+             progress)  # fmt: skip
+        if not list(wheels.glob("pip-*.whl")):  # pip wheel leaves pip out when it is installed
+            _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest",
+                  str(wheels), f"pip=={lock.notebook['pip']}"], progress)  # fmt: skip
+        pins = sorted(_pin_of_wheel(w.name) for w in wheels.glob("*.whl"))
+        for whl in wheels.glob("*.whl"):  # the build context wants them at its top
+            whl.rename(folder / whl.name)
+        wheels.rmdir()
+        (folder / "lock.txt").write_text("\n".join(pins) + "\n")
+    shutil.copy2(IMAGES_DIR / "Dockerfile.runtime", folder / "Dockerfile.runtime")
+    shutil.copy2(IMAGES_DIR / "trim.py", folder / "trim.py")
+    return folder
+
+
+def _app_context(folder: Path, progress: Progress) -> Path:
+    """The build context of ``images/Dockerfile``: ``app/`` is laid out as the image's root.
+
+    clusterctl is installed into it here (``pip install --target``), so the image build is
+    a single COPY.
+    """
+    source = IMAGES_DIR.parent
+    if not (source / "pyproject.toml").exists():
+        raise UserInputError(
+            "clusterctl image build needs clusterctl's source tree (a git clone installed "
+            "with `pip install -e .`)"
+        )
+    shutil.copy2(IMAGES_DIR / "Dockerfile", folder / "Dockerfile")
+    app = folder / "app"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    site = app / "opt" / "venv" / "lib" / f"python{version}" / "site-packages"
+    (app / "usr" / "local" / "bin").mkdir(parents=True)
+    shutil.copy2(IMAGES_DIR / "entrypoint.sh", app / "usr/local/bin/clusterctl-entrypoint")
+    (app / "etc" / "dask").mkdir(parents=True)
+    shutil.copy2(IMAGES_DIR / "dask.yaml", app / "etc/dask/clusterctl.yaml")
+    (app / "home" / "dask").mkdir(parents=True)
+    if (source / "notebooks").is_dir():
+        shutil.copytree(source / "notebooks", app / "home/dask/notebooks")
+    progress("building the clusterctl wheel")
+    wheel = folder / "wheel"
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+               "--disable-pip-version-check", "--wheel-dir", str(wheel), str(source)]  # fmt: skip
+    try:  # offline, with the setuptools installed here, if it can build wheels...
+        _run([*command, "--no-build-isolation"], progress)
+    except ClusterctlError:  # ...else in an isolated build environment from the index
+        _run(command, progress)
+    _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+          "--disable-pip-version-check", "--target", str(site), *map(str, wheel.glob("*.whl"))],
+         progress)  # fmt: skip
+    shutil.rmtree(site / "bin", ignore_errors=True)  # scripts that name this machine's Python
+    script = app / "opt/venv/bin/clusterctl"
+    script.parent.mkdir(parents=True)
+    script.write_text('#!/bin/sh\nexec /opt/venv/bin/python -m clusterctl "$@"\n')
+    script.chmod(0o755)
+    for writable in (app / "opt" / "venv", app / "home" / "dask"):
+        for path in [writable, *writable.rglob("*")] if writable.exists() else ():
+            mode = path.stat().st_mode
+            path.chmod(mode | ((mode & 0o700) >> 3))  # group gets what the owner has
+    return folder
+
+
+def _source() -> str:
+    """Where the images' clusterctl came from: its git remote, else its folder."""
+    result = subprocess.run(["git", "-C", str(IMAGES_DIR.parent), "remote", "get-url", "origin"],
+                            capture_output=True, text=True)  # fmt: skip
+    return result.stdout.strip() if result.returncode == 0 else str(IMAGES_DIR.parent)
+
+
+def _host_pins() -> list[str]:
+    """``name==version`` of every distribution installed here (not clusterctl itself)."""
+    pins = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and _normal(name) != "clusterctl":
+            pins[_normal(name)] = f"{name}=={dist.version}"
+    return sorted(pins.values())
+
+
+def _pin_of_wheel(filename: str) -> str:
+    name, version = filename.split("-")[:2]
+    return f"{name}=={version}"
+
+
+def _installed(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    folder = Path(base) / "clusterctl"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _run(command: list[str], progress: Progress) -> str:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ClusterctlError(
+            f"{command[0]} failed ({result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}"
+        )
+    return result.stdout
+
+
+# --- shipping without a registry ------------------------------------------------------------
+
+
+def save_images(path: Path, names: Iterable[str] | None = None) -> list[str]:
+    """Write images (default: this client's three) to one gzip-compressed archive."""
+    client = docker_client()
+    names = list(names or (default_image(role) for role in ROLES))
+    missing = [n for n in names if not image_exists(client, n)]
+    if missing:
+        raise UserInputError(
+            f"no such image(s): {', '.join(missing)}; run `clusterctl image build`"
+        )
+    with gzip.open(path, "wb", compresslevel=3) as out:
+        for chunk in client.api.get_image(names):
+            out.write(chunk)
+    return names
+
+
+def load_images(path: Path) -> list[str]:
+    """Load an archive from :func:`save_images` into the engine DOCKER_HOST names."""
+    if not path.is_file():
+        raise UserInputError(f"no such archive: {path}")
+    client = docker_client()
+    with open(path, "rb") as f:
+        result = client.api.load_image(f)
+    loaded = []
+    for item in _iter(result):
+        if "error" in item:
+            raise ClusterctlError(f"loading {path} failed: {item['error']}")
+        if text := item.get("stream", ""):
+            loaded += re.findall(r"Loaded image: (\S+)", text)
+    return loaded
+
+
+def _iter(result: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(result, dict):
+        yield result
+    else:
+        yield from result

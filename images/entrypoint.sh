@@ -1,0 +1,69 @@
+#!/bin/sh
+# One entrypoint for the scheduler, worker and notebook images (run under tini).
+#   scheduler [dask scheduler args]   worker [ADDRESS] [dask worker args]
+#   notebook [jupyter lab args]       health (the HEALTHCHECK)      anything else: exec it
+# EXTRA_PIP_PACKAGES installs packages at start, as in dask-docker's images; with
+# EXTRA_PIP_FIND_LINKS (a mounted wheelhouse) it installs from there with no network.
+# A failed install stops the container with a non-zero status.
+set -eu
+
+role=${1:-${CLUSTERCTL_ROLE:-scheduler}}
+[ "$#" -gt 0 ] && shift
+
+if [ "$role" = health ]; then
+  case "${CLUSTERCTL_ROLE:-scheduler}" in
+    scheduler) url="http://127.0.0.1:${DASK_DASHBOARD_PORT:-8787}/health" ;;
+    worker)    url="http://127.0.0.1:${DASK_WORKER_DASHBOARD_PORT:-8788}/health" ;;
+    notebook)  url="http://127.0.0.1:${JUPYTER_PORT:-8888}/api" ;;
+    *) echo "health: unknown role ${CLUSTERCTL_ROLE}" >&2; exit 1 ;;
+  esac
+  exec python -c "import sys, urllib.request as u; sys.exit(0 if u.urlopen(sys.argv[1], timeout=3).status == 200 else 1)" "$url"
+fi
+
+if [ -n "${EXTRA_PIP_PACKAGES:-}" ]; then
+  from=""
+  [ -n "${EXTRA_PIP_FIND_LINKS:-}" ] && from="--no-index --find-links $EXTRA_PIP_FIND_LINKS"
+  echo "EXTRA_PIP_PACKAGES: installing $EXTRA_PIP_PACKAGES $from" >&2
+  # shellcheck disable=SC2086
+  if ! python /opt/clusterctl/pip.whl/pip install --no-cache-dir --disable-pip-version-check $from $EXTRA_PIP_PACKAGES >&2
+  then
+    echo "EXTRA_PIP_PACKAGES: installing '$EXTRA_PIP_PACKAGES' failed; stopping" >&2
+    exit 3
+  fi
+fi
+
+# Whole CPUs the container may use (cgroup v1 or v2), empty when unlimited. Dask reads
+# this itself only where v1 mounts "cpu,cpuacct", not the plain "cpu" some hosts use.
+cpu_limit() {
+  quota="" period=""
+  for dir in /sys/fs/cgroup/cpu /sys/fs/cgroup/cpu,cpuacct /sys/fs/cgroup/cpuacct,cpu; do
+    if [ -r "$dir/cpu.cfs_quota_us" ]; then
+      quota=$(cat "$dir/cpu.cfs_quota_us"); period=$(cat "$dir/cpu.cfs_period_us"); break
+    fi
+  done
+  if [ -z "$quota" ] && [ -r /sys/fs/cgroup/cpu.max ]; then
+    read -r quota period < /sys/fs/cgroup/cpu.max
+  fi
+  case "$quota" in ""|max|-1) return 0 ;; esac
+  echo $(( (quota + period - 1) / period ))
+}
+
+case "$role" in
+  scheduler)
+    exec dask scheduler --dashboard-address ":${DASK_DASHBOARD_PORT:-8787}" "$@" ;;
+  worker)
+    address=${DASK_SCHEDULER_ADDRESS:-tcp://scheduler:8786}
+    case "${1:-}" in tcp://*|tls://*) address=$1; shift ;; esac
+    # Sized from the container's limits unless told otherwise: threads from the CPU
+    # limit here, memory by Dask's own "auto" (which reads the cgroup memory limit).
+    case " $* " in
+      *" --nthreads"*) ;;
+      *) threads=$(cpu_limit); [ -n "$threads" ] && set -- --nthreads "$threads" "$@" ;;
+    esac
+    exec dask worker "$address" --dashboard-address ":${DASK_WORKER_DASHBOARD_PORT:-8788}" "$@" ;;
+  notebook)
+    exec jupyter lab --ip=0.0.0.0 --port="${JUPYTER_PORT:-8888}" --no-browser \
+      --ServerApp.root_dir=/home/dask "$@" ;;
+  *)
+    exec "$role" "$@" ;;
+esac
