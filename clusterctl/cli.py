@@ -286,7 +286,10 @@ def image_base(release: str, mirror: str | None) -> None:
 
 @image.command(name="build")
 @click.option(
-    "--base", help="Base image (default: `image base`'s if present, else python:X.Y.Z-slim)."
+    "--base",
+    metavar="IMAGE|debian",
+    help="Base image; 'debian' makes one from Debian's archive (no registry needed). "
+    "Default: that one if the engine has it, else python:X.Y.Z-slim.",
 )
 @click.option(
     "--extra",

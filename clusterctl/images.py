@@ -271,13 +271,25 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
                  progress: Progress = print) -> dict[str, str]:  # fmt: skip
     """Build the scheduler, worker and notebook images for this client; return their names.
 
-    ``base`` defaults to the offline base if it exists, else ``python:X.Y.Z-slim``.
+    ``base``: an image with this client's Python at /usr/local/bin/python3; ``"debian"``
+    for the offline base (made by :func:`build_base` first if missing, or if ``fresh``).
+    By default the offline base if the engine has it, else ``python:X.Y.Z-slim``.
     ``fresh`` rebuilds every step, wheelhouse included, with no cache.
     """
     client = docker_client()
     lock = Lock.of_this_client(extra)
-    if base is None:
-        base = base_name() if image_exists(client, base_name()) else (f"python:{lock.python}-slim")
+    if base == "debian":
+        if fresh or not image_exists(client, base_name()):
+            build_base(progress=progress)
+        base = base_name()
+    elif base is None:
+        offline = image_exists(client, base_name())
+        base = base_name() if offline else f"python:{lock.python}-slim"
+    if not image_exists(client, base):
+        progress(
+            f"{base} is not on this engine, so the build will pull it; with no registry, "
+            "use --base debian to build a base from Debian's archive instead"
+        )
     buildargs = {
         "BASE_IMAGE": base,
         "CLUSTERCTL_VERSION": __version__,
@@ -287,10 +299,11 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
     runtimes = {role: image_name(f"{role}-runtime", lock.tag) for role in ROLES}
     if fresh or not all(image_exists(client, name) for name in runtimes.values()):
         wheelhouse = build_wheelhouse(lock, fresh, progress)
-        for role, name in runtimes.items():
+        for i, (role, name) in enumerate(runtimes.items()):
             progress(f"building {name} from {base}")
+            # fresh: the first target rebuilds the shared stages; the others reuse them
             _build(client, wheelhouse, progress, dockerfile="Dockerfile.runtime", target=role,
-                   tag=name, buildargs=buildargs, pull=False, nocache=fresh)  # fmt: skip
+                   tag=name, buildargs=buildargs, pull=False, nocache=fresh and i == 0)  # fmt: skip
     names = {}
     with tempfile.TemporaryDirectory(prefix="clusterctl-app-") as tmp:
         context = _app_context(Path(tmp), progress)
@@ -444,8 +457,12 @@ def save_images(path: Path, names: Iterable[str] | None = None) -> list[str]:
         raise UserInputError(
             f"no such image(s): {', '.join(missing)}; run `clusterctl image build`"
         )
+    # One tar of several images (the SDK's get_image takes one): GET /images/get?names=...
+    url = f"{client.api.base_url}/v{client.api.api_version}/images/get"
+    response = client.api.get(url, params={"names": names}, stream=True)
+    response.raise_for_status()
     with gzip.open(path, "wb", compresslevel=3) as out:
-        for chunk in client.api.get_image(names):
+        for chunk in response.iter_content(chunk_size=1 << 20):
             out.write(chunk)
     return names
 

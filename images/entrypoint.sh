@@ -55,10 +55,15 @@ case "$role" in
     address=${DASK_SCHEDULER_ADDRESS:-tcp://scheduler:8786}
     case "${1:-}" in tcp://*|tls://*) address=$1; shift ;; esac
     # Sized from the container's limits unless told otherwise: threads from the CPU
-    # limit here, memory by Dask's own "auto" (which reads the cgroup memory limit).
+    # limit, memory all of the container's (1.0 = the whole cgroup memory limit, which Dask
+    # reads; its "auto" would give a worker only threads/host-cores of it).
     case " $* " in
       *" --nthreads"*) ;;
       *) threads=$(cpu_limit); [ -n "$threads" ] && set -- --nthreads "$threads" "$@" ;;
+    esac
+    case " $* " in
+      *" --memory-limit"*) ;;
+      *) set -- --memory-limit 1.0 "$@" ;;
     esac
     exec dask worker "$address" --dashboard-address ":${DASK_WORKER_DASHBOARD_PORT:-8788}" "$@" ;;
   notebook)

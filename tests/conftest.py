@@ -52,8 +52,61 @@ def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("XDG_STATE_HOME", None)
     else:
         os.environ["XDG_STATE_HOME"] = old
+    docker_left = docker_leftovers()
     assert not leaked, f"processes left behind: {[p.cmdline() for p in leaked]}"
     assert not left, f"cluster state left behind: {left}"
+    assert not docker_left, f"engine objects left behind: {docker_left}"
+
+
+def docker_leftovers() -> list[str]:
+    """Containers, networks and volumes of ours (by label) the engine still holds."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception:
+        return []
+    label = {"label": "io.clusterctl.cluster"}
+    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=label)]
+    found += [f"network {n.name}" for n in client.networks.list(filters=label)]
+    found += [f"volume {v.name}" for v in client.volumes.list(filters=label)]
+    return found
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The docker SDK client; without a reachable engine, docker tests skip, loudly."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        message = f"NO DOCKER ENGINE: docker tests are SKIPPED, not passed ({exc})"
+        print(f"\n{'!' * 80}\n{message}\n{'!' * 80}", file=sys.stderr)
+        pytest.skip(message)
+    return client
+
+
+@pytest.fixture(scope="session")
+def images(docker_engine) -> dict[str, str]:
+    """The three images, built once per session from nothing: Debian base, wheelhouse,
+    runtimes, roles. CLUSTERCTL_TEST_REUSE_IMAGES=1 reuses what the engine has (faster
+    local runs); CI builds from nothing."""
+    from clusterctl.images import build_images
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    if os.environ.get("CLUSTERCTL_TEST_REUSE_IMAGES") == "1":
+        return build_images(progress=log)
+    if os.geteuid() != 0:
+        pytest.skip(
+            "building the Debian base image needs root (debootstrap); "
+            "set CLUSTERCTL_TEST_REUSE_IMAGES=1 to use images built before"
+        )
+    return build_images(base="debian", fresh=True, progress=log)
 
 
 def free_port() -> int:

@@ -106,6 +106,18 @@ def test_port_in_use_is_rejected_before_anything_starts():
     _assert_rejected(result, f"scheduler.port: port {port} on 127.0.0.1 is already in use")
 
 
+def test_unreachable_engine_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    for args in (["image", "build"], ["image", "save", str(tmp_path / "x.tar.gz")]):
+        result = CliRunner().invoke(cli, args)
+        _assert_rejected(result, "cannot reach a Docker Engine at unix://")
+
+
+def test_image_load_of_a_missing_archive(tmp_path):
+    result = CliRunner().invoke(cli, ["image", "load", str(tmp_path / "none.tar.gz")])
+    _assert_rejected(result, "no such archive")
+
+
 def test_rejection_through_the_real_console_script():
     """The same contract seen from a shell: exit status 2, one line, no traceback."""
     result = run_cli("up", "--workers", "2", "--name", "Not_A_Label", check=False)

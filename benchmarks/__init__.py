@@ -1,0 +1,1 @@
+"""clusterctl's benchmarks: measured, not asserted. Run `python -m benchmarks --help`."""

@@ -1,0 +1,179 @@
+"""The scheduler, worker and notebook images, built offline, on the real Docker Engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+from distributed.versions import VersionMismatchWarning
+
+from clusterctl.images import ROLES, Lock, image_exists, load_images, save_images
+from tests.conftest import free_port
+
+# The first test builds the images (minutes): a timeout to match.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+LABELS = {"io.clusterctl.cluster": "test-images"}
+
+
+@pytest.fixture
+def network(docker_engine) -> Iterator[str]:
+    net = docker_engine.networks.create("clusterctl-test-images", labels=LABELS)
+    yield net.name
+    for container in docker_engine.containers.list(
+        all=True, filters={"label": "io.clusterctl.cluster=test-images"}
+    ):
+        container.remove(force=True)
+    net.remove()
+
+
+def run(docker_engine, image: str, network: str, **kwargs):
+    return docker_engine.containers.run(image, detach=True, network=network, labels=LABELS,
+                                        **kwargs)  # fmt: skip
+
+
+def wait_healthy(container, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        health = container.attrs["State"].get("Health", {}).get("Status")
+        if health == "healthy":
+            return
+        if container.status == "exited":
+            break
+        time.sleep(0.5)
+    logs = container.logs().decode(errors="replace")[-2000:]
+    raise AssertionError(f"{container.name} is {container.status}/{health}:\n{logs}")
+
+
+def test_images_carry_the_lock_of_this_client(images, docker_engine):
+    lock = Lock.of_this_client()
+    for role in ROLES:
+        labels = docker_engine.images.get(images[role]).labels
+        assert labels["io.clusterctl.lock"] == lock.label()
+        assert labels["org.opencontainers.image.version"]
+        assert labels["org.opencontainers.image.source"]
+    lock_file = docker_engine.containers.run(images["worker"], ["cat", "/opt/clusterctl/lock.txt"],
+                                             remove=True).decode()  # fmt: skip
+    assert f"dask=={lock.packages['dask']}" in lock_file.splitlines()
+    assert f"distributed=={lock.packages['distributed']}" in lock_file.splitlines()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_runs_as_a_non_root_user_in_group_zero(images, docker_engine, role):
+    out = docker_engine.containers.run(images[role], ["sh", "-c", "id -u; id -g"], remove=True)
+    uid, gid = out.decode().split()
+    assert uid != "0"
+    assert gid == "0"  # OpenShift-style: group 0 owns the writable paths
+
+
+def test_scheduler_and_worker_are_healthy_and_match_the_client(images, docker_engine, network):
+    port, dash = free_port(), free_port()
+    scheduler = run(
+        docker_engine,
+        images["scheduler"],
+        network,
+        name="ctl-img-scheduler",
+        hostname="scheduler",
+        ports={"8786/tcp": ("127.0.0.1", port), "8787/tcp": ("127.0.0.1", dash)},
+    )
+    worker = run(docker_engine, images["worker"], network, name="ctl-img-worker",
+                 environment={"DASK_SCHEDULER_ADDRESS": "tcp://ctl-img-scheduler:8786"},
+                 nano_cpus=1_000_000_000, mem_limit="1g")  # fmt: skip
+    wait_healthy(scheduler)
+    wait_healthy(worker)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Client(f"tcp://127.0.0.1:{port}", timeout=30) as client:
+            client.wait_for_workers(1, timeout=60)
+            client.get_versions(check=True)  # raises on a mismatch Dask cares about
+            assert client.submit(sum, [1, 2, 3]).result() == 6
+            (info,) = client.scheduler_info()["workers"].values()
+    assert not [w for w in caught if issubclass(w.category, VersionMismatchWarning)]
+    assert info["nthreads"] == 1, "the worker should size itself from its CPU limit"
+    assert info["memory_limit"] == 2**30, "...and from its memory limit"
+    with urllib.request.urlopen(f"http://127.0.0.1:{dash}/health", timeout=10) as r:
+        assert r.read() == b"ok"
+    with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/v1", timeout=10) as r:
+        assert r.read() == b"API V1"  # the operator's retire_workers API is there
+
+
+def test_notebook_image_needs_its_token(images, docker_engine, network):
+    port = free_port()
+    notebook = run(docker_engine, images["notebook"], network, name="ctl-img-notebook",
+                   environment={"JUPYTER_TOKEN": "secret-token-123"},
+                   ports={"8888/tcp": ("127.0.0.1", port)})  # fmt: skip
+    wait_healthy(notebook)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/sessions", timeout=10)
+    assert refused.value.code == 403
+    url = f"http://127.0.0.1:{port}/api/sessions?token=secret-token-123"
+    with urllib.request.urlopen(url, timeout=10) as ok:
+        assert ok.status == 200
+    code, out = notebook.exec_run(["python", "-c", "import clusterctl, dask_labextension; "
+                                   "print(clusterctl.__version__)"])  # fmt: skip
+    assert code == 0, out
+
+
+def test_extra_pip_packages_install_from_a_mounted_wheelhouse(images, docker_engine, tmp_path):
+    source = tmp_path / "src"
+    (source / "tinypkg").mkdir(parents=True)
+    (source / "tinypkg" / "__init__.py").write_text("ANSWER = 42\n")
+    (source / "pyproject.toml").write_text(
+        '[project]\nname = "tinypkg"\nversion = "1.0"\n'
+        '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
+    )
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "-w", str(wheels), str(source)],
+                   check=True)  # fmt: skip
+    wheels.chmod(0o755)
+    out = docker_engine.containers.run(
+        images["worker"],
+        ["python", "-c", "import tinypkg; print(tinypkg.ANSWER)"],
+        environment={"EXTRA_PIP_PACKAGES": "tinypkg", "EXTRA_PIP_FIND_LINKS": "/wheels"},
+        volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
+        remove=True,
+    )
+    assert out.decode().strip().endswith("42")
+
+
+def test_failing_extra_pip_packages_stop_the_container(images, docker_engine):
+    container = docker_engine.containers.run(
+        images["worker"], ["worker"], detach=True, labels=LABELS,
+        environment={"EXTRA_PIP_PACKAGES": "no-such-package-clusterctl",
+                     "EXTRA_PIP_FIND_LINKS": "/tmp"},
+    )  # fmt: skip
+    try:
+        status = container.wait(timeout=60)["StatusCode"]
+        logs = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert status != 0
+    assert "installing 'no-such-package-clusterctl' failed" in logs
+
+
+def test_save_remove_load_round_trip(images, docker_engine, tmp_path: Path):
+    archive = tmp_path / "images.tar.gz"
+    ids = {name: docker_engine.images.get(name).id for name in images.values()}
+    assert save_images(archive, images.values()) == list(images.values())
+    for name in images.values():
+        docker_engine.images.remove(name)
+        repo = name.split(":")[0]
+        if image_exists(docker_engine, f"{repo}:latest"):
+            docker_engine.images.remove(f"{repo}:latest")
+        assert not image_exists(docker_engine, name)
+    loaded = load_images(archive)
+    assert sorted(loaded) == sorted(images.values())
+    for name, image_id in ids.items():
+        assert docker_engine.images.get(name).id == image_id
+        docker_engine.images.get(name).tag(name.split(":")[0], "latest")
+    out = docker_engine.containers.run(images["worker"], ["id", "-u"], remove=True)
+    assert out.decode().strip() == "1000"
