@@ -73,8 +73,11 @@ class Lock:
 
     @property
     def tag(self) -> str:
-        """The image tag for this lock and this version of clusterctl."""
-        return f"{__version__}-{self.digest}"
+        """The image tag: this lock, this version of clusterctl, and the runtime's recipe."""
+        recipe = hashlib.sha256(self.digest.encode())
+        for name in ("Dockerfile.runtime", "trim.py"):
+            recipe.update((IMAGES_DIR / name).read_bytes())
+        return f"{__version__}-{recipe.hexdigest()[:12]}"
 
     def core_requirements(self) -> list[str]:
         return [f"{p}=={v}" for p, v in self.packages.items()] + list(self.extra)

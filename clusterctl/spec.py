@@ -68,6 +68,7 @@ class WorkerGroup:
     count: int
     threads: int
     memory_limit: str | int | float
+    cpus: float | None  # container backends: the CPU limit of each worker
     death_timeout: float
     resources: dict[str, float]
     env: dict[str, str]
@@ -135,6 +136,7 @@ _WORKER_KEYS = {
     "count",
     "threads",
     "memory_limit",
+    "cpus",
     "death_timeout",
     "resources",
     "env",
@@ -314,6 +316,7 @@ def _build_group(name: str, g: dict[str, Any]) -> WorkerGroup:
         count=_check_count(_need(g, "count", p), f"{p}.count"),
         threads=_check_int(_need(g, "threads", p), f"{p}.threads", low=1, high=1024),
         memory_limit=_check_memory(_need(g, "memory_limit", p), f"{p}.memory-limit"),
+        cpus=None if g.get("cpus") is None else _check_number(g["cpus"], f"{p}.cpus", 0.01, 1024),
         death_timeout=_check_number(_need(g, "death_timeout", p), f"{p}.death-timeout", 1, 86400),
         resources=_check_mapping(g.get("resources") or {}, f"{p}.resources", _check_resource),
         env=_check_mapping(g.get("env") or {}, f"{p}.env", _check_env),

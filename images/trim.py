@@ -1,6 +1,6 @@
 """Remove what a runtime never needs from an installed Python prefix (run in the image build).
 
-- tests, C headers and sources of the big packages;
+- every package's tests; C headers and sources of the big packages;
 - Arrow Flight and Arrow's own S3 client (RPC and S3 code Dask does not use; fsspec/s3fs
   read S3), and Arrow's C++ test module;
 - bokeh's unminified JavaScript, source maps and extension compiler (the dashboard serves
@@ -20,6 +20,9 @@ PYARROW_FILES = ("*flight*.so*", "libarrow_s3.so*", "_s3fs.*.so", "_pyarrow_cpp_
 
 
 def trim(site: Path) -> None:
+    for tests in [*site.glob("*/tests"), *site.glob("*/test")]:  # every package's own tests
+        if tests.is_dir() and not tests.is_symlink():
+            shutil.rmtree(tests, ignore_errors=True)
     for pkg in ("pandas", "pyarrow", "numpy", "bokeh", "dask", "distributed"):
         root = site / pkg
         if not root.is_dir():

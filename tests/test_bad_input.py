@@ -40,6 +40,7 @@ SPEC_FILES = {
     "mount-format": ("worker: {mounts: [nocolon]}\n", "workers.worker.mounts[0]"),
     "mount-missing": ("worker: {mounts: ['/no/such/dir:/data']}\n", "does not exist"),
     "mount-relative-target": ("worker: {mounts: ['/tmp:data']}\n", "must be absolute"),
+    "cpus-negative": ("worker: {cpus: -1}\n", "workers.worker.cpus"),
     "death-timeout-zero": ("worker: {death-timeout: 0}\n", "workers.worker.death-timeout"),
     "start-timeout-string": ("start-timeout: soon\n", "start-timeout"),
     "notebook-port-clash": (
@@ -61,6 +62,7 @@ FLAGS = {
     "memory-flag": (["up", "--memory-limit", "-2GB"], "memory-limit"),
     "missing-file": (["up", "-f", "/no/such/spec.yaml"], "cannot read the spec file"),
     "backend-not-here": (["up", "--backend", "kubernetes"], "not available in this version"),
+    "backend-unknown": (["up", "--backend", "slurm"], "backend: must be one of"),
     "scale-negative": (["scale", "-1"], "Invalid value for 'N'"),
     "scale-unknown-cluster": (["scale", "2", "--name", "nosuch"], "no running cluster named"),
     "status-unknown-cluster": (["status", "--name", "nosuch"], "no running cluster named"),

@@ -35,8 +35,9 @@ def network(docker_engine) -> Iterator[str]:
 
 
 def run(docker_engine, image: str, network: str, **kwargs):
-    return docker_engine.containers.run(image, detach=True, network=network, labels=LABELS,
-                                        **kwargs)  # fmt: skip
+    return docker_engine.containers.run(
+        image, detach=True, network=network, labels=LABELS, **kwargs
+    )
 
 
 def wait_healthy(container, timeout: float = 90) -> None:
@@ -60,8 +61,9 @@ def test_images_carry_the_lock_of_this_client(images, docker_engine):
         assert labels["io.clusterctl.lock"] == lock.label()
         assert labels["org.opencontainers.image.version"]
         assert labels["org.opencontainers.image.source"]
-    lock_file = docker_engine.containers.run(images["worker"], ["cat", "/opt/clusterctl/lock.txt"],
-                                             remove=True).decode()  # fmt: skip
+    lock_file = docker_engine.containers.run(
+        images["worker"], ["cat", "/opt/clusterctl/lock.txt"], remove=True
+    ).decode()
     assert f"dask=={lock.packages['dask']}" in lock_file.splitlines()
     assert f"distributed=={lock.packages['distributed']}" in lock_file.splitlines()
 
@@ -84,9 +86,15 @@ def test_scheduler_and_worker_are_healthy_and_match_the_client(images, docker_en
         hostname="scheduler",
         ports={"8786/tcp": ("127.0.0.1", port), "8787/tcp": ("127.0.0.1", dash)},
     )
-    worker = run(docker_engine, images["worker"], network, name="ctl-img-worker",
-                 environment={"DASK_SCHEDULER_ADDRESS": "tcp://ctl-img-scheduler:8786"},
-                 nano_cpus=1_000_000_000, mem_limit="1g")  # fmt: skip
+    worker = run(
+        docker_engine,
+        images["worker"],
+        network,
+        name="ctl-img-worker",
+        environment={"DASK_SCHEDULER_ADDRESS": "tcp://ctl-img-scheduler:8786"},
+        nano_cpus=1_000_000_000,
+        mem_limit="1g",
+    )
     wait_healthy(scheduler)
     wait_healthy(worker)
     with warnings.catch_warnings(record=True) as caught:
@@ -107,9 +115,14 @@ def test_scheduler_and_worker_are_healthy_and_match_the_client(images, docker_en
 
 def test_notebook_image_needs_its_token(images, docker_engine, network):
     port = free_port()
-    notebook = run(docker_engine, images["notebook"], network, name="ctl-img-notebook",
-                   environment={"JUPYTER_TOKEN": "secret-token-123"},
-                   ports={"8888/tcp": ("127.0.0.1", port)})  # fmt: skip
+    notebook = run(
+        docker_engine,
+        images["notebook"],
+        network,
+        name="ctl-img-notebook",
+        environment={"JUPYTER_TOKEN": "secret-token-123"},
+        ports={"8888/tcp": ("127.0.0.1", port)},
+    )
     wait_healthy(notebook)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/sessions", timeout=10)
@@ -117,8 +130,9 @@ def test_notebook_image_needs_its_token(images, docker_engine, network):
     url = f"http://127.0.0.1:{port}/api/sessions?token=secret-token-123"
     with urllib.request.urlopen(url, timeout=10) as ok:
         assert ok.status == 200
-    code, out = notebook.exec_run(["python", "-c", "import clusterctl, dask_labextension; "
-                                   "print(clusterctl.__version__)"])  # fmt: skip
+    code, out = notebook.exec_run(
+        ["python", "-c", "import clusterctl, dask_labextension; print(clusterctl.__version__)"]
+    )
     assert code == 0, out
 
 
@@ -131,9 +145,21 @@ def test_extra_pip_packages_install_from_a_mounted_wheelhouse(images, docker_eng
         '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
     )
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                    "--no-build-isolation", "-w", str(wheels), str(source)],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        check=True,
+    )
     wheels.chmod(0o755)
     out = docker_engine.containers.run(
         images["worker"],
@@ -141,16 +167,22 @@ def test_extra_pip_packages_install_from_a_mounted_wheelhouse(images, docker_eng
         environment={"EXTRA_PIP_PACKAGES": "tinypkg", "EXTRA_PIP_FIND_LINKS": "/wheels"},
         volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
         remove=True,
+        user="123456:0",  # an OpenShift-style random uid in group 0 can still install
     )
     assert out.decode().strip().endswith("42")
 
 
 def test_failing_extra_pip_packages_stop_the_container(images, docker_engine):
     container = docker_engine.containers.run(
-        images["worker"], ["worker"], detach=True, labels=LABELS,
-        environment={"EXTRA_PIP_PACKAGES": "no-such-package-clusterctl",
-                     "EXTRA_PIP_FIND_LINKS": "/tmp"},
-    )  # fmt: skip
+        images["worker"],
+        ["worker"],
+        detach=True,
+        labels=LABELS,
+        environment={
+            "EXTRA_PIP_PACKAGES": "no-such-package-clusterctl",
+            "EXTRA_PIP_FIND_LINKS": "/tmp",
+        },
+    )
     try:
         status = container.wait(timeout=60)["StatusCode"]
         logs = container.logs().decode()

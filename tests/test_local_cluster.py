@@ -217,8 +217,9 @@ def test_tls_cluster_refuses_clients_without_its_certificates(tmp_path):
 
 
 def test_notebook_needs_its_token_and_points_at_the_cluster():
-    c = clusterctl.up(name="nb", workers=1, port=0, dashboard_port=0, notebook=True,
-                      notebook_port=0)  # fmt: skip
+    c = clusterctl.up(
+        name="nb", workers=1, port=0, dashboard_port=0, notebook=True, notebook_port=0
+    )
     try:
         url = c.backend.notebook_url()
         base, token = url.split("/lab?token=")

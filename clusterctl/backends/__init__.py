@@ -10,6 +10,7 @@ from clusterctl.errors import SpecError
 # Backend name -> "module:Class"; modules are imported only when used.
 REGISTRY = {
     "local": "clusterctl.backends.local:LocalBackend",
+    "docker": "clusterctl.backends.docker:DockerBackend",
 }
 
 

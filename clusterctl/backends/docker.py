@@ -1,0 +1,371 @@
+"""The docker backend: a cluster as labelled containers on one bridge network.
+
+Everything is read back from the engine: containers, the network and volumes carry
+``io.clusterctl.cluster=<name>`` (and ``.role``, ``.group``), and the scheduler container
+carries the spec, so any process, even after the creating one was killed, finds and
+removes all of it. Worker name = container name = Dask worker name. Workers restart on
+failure (a killed or crashed worker comes back); a retired worker exits 0 and stays down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from clusterctl import images, state
+from clusterctl.backends.base import Backend, Member
+from clusterctl.errors import ClusterctlError, UserInputError
+from clusterctl.security import tls_files
+from clusterctl.spec import ClusterSpec, WorkerGroup
+
+CLUSTER = "io.clusterctl.cluster"
+ROLE = "io.clusterctl.role"
+GROUP = "io.clusterctl.group"
+BACKEND = "io.clusterctl.backend"
+SPEC = "io.clusterctl.spec"
+TLS_IN_CONTAINER = "/etc/clusterctl/tls"
+TOKEN_IN_CONTAINER = "/etc/clusterctl/notebook/token"
+
+
+class DockerBackend(Backend):
+    kind = "docker"
+
+    def __init__(self, spec: ClusterSpec):
+        super().__init__(spec)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = images.docker_client()
+        return self._client
+
+    # --- discovery ------------------------------------------------------------------------
+
+    @classmethod
+    def cluster_names(cls) -> list[str]:
+        client = _client_or_none()
+        if client is None:
+            return []
+        names = []
+        for c in client.containers.list(all=True, filters=_filters(role="scheduler")):
+            name = c.labels[CLUSTER]
+            if c.status in ("exited", "dead") and not _running_workers(client, name):
+                cls(_spec_of(c)).destroy()  # stale: nothing of it runs any more
+                continue
+            names.append(name)
+        return sorted(names)
+
+    @classmethod
+    def attach(cls, name: str) -> DockerBackend | None:
+        client = _client_or_none()
+        if client is None:
+            return None
+        found = client.containers.list(all=True, filters=_filters(name, role="scheduler"))
+        if not found:
+            return None
+        backend = cls(_spec_of(found[0]))
+        backend._client = client
+        return backend
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        super().preflight()
+        wanted = {self._image("scheduler")} | {self._image("worker", g) for g in self.spec.workers}
+        if self.spec.notebook.enabled:
+            wanted.add(self._image("notebook"))
+        missing = sorted(i for i in wanted if not images.image_exists(self.client, i))
+        if missing:
+            raise UserInputError(
+                f"image(s) not on this engine: {', '.join(missing)}; build them with "
+                "`clusterctl image build` (or load them with `clusterctl image load`)"
+            )
+
+    def start_scheduler(self) -> None:
+        sched = self.spec.scheduler
+        self.client.networks.create(self._network, driver="bridge", labels=self._labels())
+        args = ["--port", "8786"]
+        if self.spec.security.tls:
+            self._share_with_containers(tls_files(self.spec.name).ca.parent)
+            args += ["--protocol", "tls", *self._tls_args()]
+        container = self._run(
+            self._image("scheduler"), ["scheduler", *args], name=f"{self.spec.name}-scheduler",
+            role="scheduler", restart=False,
+            ports={"8786/tcp": (sched.host, sched.port or None),
+                   "8787/tcp": (sched.host, sched.dashboard_port or None)},
+            extra_labels={SPEC: json.dumps(self.spec.to_dict())},
+        )  # fmt: skip
+        self._wait_healthy(container)
+        if self.spec.notebook.enabled:
+            self._start_notebook()
+
+    def _start_notebook(self) -> None:
+        token_file = state.cluster_dir(self.spec.name) / "notebook" / "token"
+        token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token_file.write_text(secrets.token_urlsafe(24))
+        self._share_with_containers(token_file.parent)
+        env = {"DASK_SCHEDULER_ADDRESS": self._address_in_network(),
+               "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER}  # fmt: skip
+        if self.spec.security.tls:
+            env.update(_dask_tls_env())
+        volumes = {str(token_file.parent): {"bind": os.path.dirname(TOKEN_IN_CONTAINER),
+                                            "mode": "ro"}}  # fmt: skip
+        volumes.update(self._mounts(self.spec.workers[0]))
+        container = self._run(
+            self._image("notebook"), ["notebook"], name=f"{self.spec.name}-notebook",
+            role="notebook", environment=env, extra_volumes=volumes, restart=True,
+            ports={"8888/tcp": (self.spec.scheduler.host, self.spec.notebook.port or None)},
+        )  # fmt: skip
+        self._wait_healthy(container)
+
+    def notebook_url(self) -> str | None:
+        token_file = state.cluster_dir(self.spec.name) / "notebook" / "token"
+        container = self._container(f"{self.spec.name}-notebook")
+        if container is None or not token_file.exists():
+            return None
+        return f"http://{self._published('8888/tcp', container)}/lab?token={token_file.read_text()}"
+
+    def scheduler_address(self) -> str:
+        container = self._container(f"{self.spec.name}-scheduler")
+        if container is None or container.status != "running":
+            raise ClusterctlError(f"the scheduler of cluster {self.spec.name!r} is not running")
+        protocol = "tls" if self.spec.security.tls else "tcp"
+        return f"{protocol}://{self._published('8786/tcp', container)}"
+
+    def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
+        existing = [m.name for m in self.members() if m.group == group.name]
+        first = max((int(x.rsplit("-", 1)[1]) for x in existing), default=0) + 1
+        names = [f"{self.spec.name}-{group.name}-{i}" for i in range(first, first + n)]
+        args = ["--nthreads", str(group.threads), "--death-timeout", f"{group.death_timeout:g}",
+                "--memory-limit", str(group.memory_limit)]  # fmt: skip
+        if group.resources:
+            args += ["--resources", " ".join(f"{k}={v:g}" for k, v in group.resources.items())]
+        args += self._tls_args()
+        limits: dict[str, Any] = {}
+        if _is_size(group.memory_limit):
+            from dask.utils import parse_bytes
+
+            limits["mem_limit"] = parse_bytes(group.memory_limit)
+        if group.cpus:
+            limits["nano_cpus"] = int(group.cpus * 1e9)
+
+        def start(name: str) -> None:
+            self._run(
+                self._image("worker", group),
+                ["worker", self._address_in_network(), "--name", name, *args],
+                name=name, role="worker", group=group.name, environment=group.env,
+                extra_volumes=self._mounts(group), restart=True, **limits,
+            )  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(start, names))
+        return names
+
+    def stop_workers(self, names: list[str]) -> None:
+        wanted = set(names)
+        containers = [c for c in self._containers() if c.name in wanted]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(_stop_and_remove, containers))
+
+    def members(self) -> list[Member]:
+        return [
+            Member(
+                name=c.name,
+                role=c.labels.get(ROLE, "worker"),
+                group=c.labels.get(GROUP) or None,
+                running=c.status in ("running", "restarting"),
+                detail=f"container {c.short_id}",
+            )
+            for c in sorted(self._containers(), key=lambda c: _sort_key(c.name))
+        ]
+
+    def logs(self, name: str, follow: bool = False) -> Iterator[str]:
+        container = self._container(name)
+        if container is None:
+            known = ", ".join(c.name for c in self._containers()) or "none"
+            raise UserInputError(f"no scheduler or worker named {name!r}; known: {known}")
+        if not follow:
+            yield from container.logs().decode(errors="replace").splitlines()
+            return
+        buffer = b""
+        for chunk in container.logs(stream=True, follow=True):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            yield from (line.decode(errors="replace") for line in lines)
+
+    def destroy(self) -> None:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(_remove, self._containers()))
+        for network in self.client.networks.list(filters=_filters(self.spec.name)):
+            network.remove()
+        for volume in self.client.volumes.list(filters=_filters(self.spec.name)):
+            volume.remove(force=True)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    @property
+    def _network(self) -> str:
+        return f"clusterctl-{self.spec.name}"
+
+    def _image(self, role: str, group: WorkerGroup | None = None) -> str:
+        if group is not None and group.image:
+            return group.image
+        return images.default_image(role)
+
+    def _labels(self, role: str | None = None, group: str | None = None) -> dict[str, str]:
+        labels = {CLUSTER: self.spec.name, BACKEND: self.kind}
+        if role:
+            labels[ROLE] = role
+        if group:
+            labels[GROUP] = group
+        return labels
+
+    def _run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        name: str,
+        role: str,
+        restart: bool,
+        group: str | None = None,
+        extra_labels: dict[str, str] | None = None,
+        extra_volumes: dict[str, dict[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Start a labelled, unprivileged container of this cluster."""
+        volumes = dict(extra_volumes or {})
+        if self.spec.security.tls:
+            folder = tls_files(self.spec.name).ca.parent
+            volumes[str(folder)] = {"bind": TLS_IN_CONTAINER, "mode": "ro"}
+        return self.client.containers.run(
+            image, command, name=name, hostname=name, detach=True, network=self._network,
+            labels={**self._labels(role, group), **(extra_labels or {})}, volumes=volumes,
+            user=_container_user(), cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            restart_policy={"Name": "on-failure"} if restart else {"Name": "no"},
+            init=False, **kwargs,
+        )  # fmt: skip
+
+    def _tls_args(self) -> list[str]:
+        if not self.spec.security.tls:
+            return []
+        return ["--tls-ca-file", f"{TLS_IN_CONTAINER}/ca.pem",
+                "--tls-cert", f"{TLS_IN_CONTAINER}/cert.pem",
+                "--tls-key", f"{TLS_IN_CONTAINER}/key.pem"]  # fmt: skip
+
+    @staticmethod
+    def _share_with_containers(folder: Path) -> None:
+        """Let the containers' user, and only it, read a folder of secrets we mount.
+
+        As root, hand the folder to the containers' uid; otherwise the containers run as
+        this user (see :func:`_container_user`) and can read it already.
+        """
+        if os.geteuid() == 0:
+            uid = int(_container_user().split(":")[0])
+            for path in [folder, *folder.iterdir()]:
+                shutil.chown(path, uid, 0)
+
+    def _mounts(self, group: WorkerGroup) -> dict[str, dict[str, str]]:
+        return {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                for m in group.mounts}  # fmt: skip
+
+    def _address_in_network(self) -> str:
+        protocol = "tls" if self.spec.security.tls else "tcp"
+        return f"{protocol}://{self.spec.name}-scheduler:8786"
+
+    def _containers(self) -> list[Any]:
+        return self.client.containers.list(all=True, filters=_filters(self.spec.name))
+
+    def _container(self, name: str) -> Any | None:
+        return next((c for c in self._containers() if c.name == name), None)
+
+    def _published(self, port: str, container: Any) -> str:
+        container.reload()
+        binding = (container.attrs["NetworkSettings"]["Ports"] or {}).get(port) or []
+        if not binding:
+            raise ClusterctlError(f"{container.name} publishes no {port}")
+        host = binding[0]["HostIp"]
+        host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        return f"{host}:{binding[0]['HostPort']}"
+
+    def _wait_healthy(self, container: Any) -> None:
+        deadline = time.monotonic() + self.spec.start_timeout
+        while time.monotonic() < deadline:
+            container.reload()
+            health = container.attrs["State"].get("Health", {}).get("Status")
+            if health == "healthy":
+                return
+            if container.status in ("exited", "dead"):
+                break
+            time.sleep(0.2)
+        logs = container.logs().decode(errors="replace")[-3000:]
+        raise ClusterctlError(f"{container.name} did not become healthy:\n{logs}")
+
+
+def _client_or_none() -> Any | None:
+    """The engine's client, or None where there is no SDK or no engine (nothing to find)."""
+    try:
+        return images.docker_client()
+    except UserInputError:
+        return None
+
+
+def _filters(name: str | None = None, role: str | None = None) -> dict[str, list[str]]:
+    labels = [f"{BACKEND}=docker", f"{CLUSTER}={name}" if name else CLUSTER]
+    if role:
+        labels.append(f"{ROLE}={role}")
+    return {"label": labels}
+
+
+def _spec_of(container: Any) -> ClusterSpec:
+    name = container.labels[CLUSTER]
+    return ClusterSpec.from_dict(json.loads(container.labels[SPEC]), source=f"cluster {name!r}")
+
+
+def _running_workers(client: Any, name: str) -> bool:
+    found = client.containers.list(filters=_filters(name, role="worker"))
+    return bool(found)
+
+
+def _container_user() -> str:
+    """The containers' user: this user's uid (so mounted files are shared), never root."""
+    uid = os.getuid()
+    return f"{uid if uid != 0 else 1000}:0"
+
+
+def _dask_tls_env() -> dict[str, str]:
+    return {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{TLS_IN_CONTAINER}/ca.pem",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": f"{TLS_IN_CONTAINER}/cert.pem",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": f"{TLS_IN_CONTAINER}/key.pem",
+    }
+
+
+def _is_size(memory_limit: Any) -> bool:
+    return memory_limit != "auto" and not (isinstance(memory_limit, float) and memory_limit <= 1)
+
+
+def _stop_and_remove(container: Any) -> None:
+    container.update(restart_policy={"Name": "no"})  # or the engine would bring it back
+    container.stop(timeout=10)
+    container.remove(v=True, force=True)
+
+
+def _remove(container: Any) -> None:
+    container.remove(v=True, force=True)
+
+
+def _sort_key(name: str) -> tuple[int, str, int]:
+    head, _, tail = name.rpartition("-")
+    if tail.isdigit():
+        return (1, head, int(tail))
+    return (0, name, 0)

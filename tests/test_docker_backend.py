@@ -1,0 +1,203 @@
+"""The docker backend end to end on the real engine, with the images built offline."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+from distributed import Client, wait
+
+import clusterctl
+from clusterctl import state
+from clusterctl.backends.base import port_is_free
+from clusterctl.errors import UserInputError
+from tests.conftest import free_port, run_cli
+
+# The first docker test may build the images (minutes): a timeout to match.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def ours(docker_engine, name: str) -> list[str]:
+    """Everything of cluster ``name`` the engine holds, found by label."""
+    label = {"label": f"io.clusterctl.cluster={name}"}
+    return (
+        [c.name for c in docker_engine.containers.list(all=True, filters=label)]
+        + [n.name for n in docker_engine.networks.list(filters=label)]
+        + [v.name for v in docker_engine.volumes.list(filters=label)]
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(images, docker_engine, tmp_path_factory):
+    """A docker cluster with a notebook and a mounted folder, shared by this module."""
+    data = tmp_path_factory.mktemp("data")
+    data.chmod(0o777)
+    spec = tmp_path_factory.mktemp("spec") / "cluster.yaml"
+    spec.write_text(
+        textwrap.dedent(f"""
+        backend: docker
+        scheduler: {{port: 0, dashboard-port: 0}}
+        notebook: {{enabled: true, port: 0}}
+        worker: {{mounts: ["{data}:/data"]}}
+    """)
+    )
+    c = clusterctl.up(spec, name="dk", workers=2)
+    c.data = data
+    yield c
+    c.shutdown()
+    assert ours(docker_engine, "dk") == []
+
+
+def test_containers_are_labelled_unprivileged_and_named_as_workers(cluster, docker_engine):
+    containers = docker_engine.containers.list(filters={"label": "io.clusterctl.cluster=dk"})
+    roles = sorted(c.labels["io.clusterctl.role"] for c in containers)
+    assert roles == ["notebook", "scheduler", "worker", "worker"]
+    for c in containers:
+        assert c.attrs["Config"]["User"] != "" and not c.attrs["Config"]["User"].startswith("0")
+        assert c.attrs["HostConfig"]["CapDrop"] == ["ALL"]
+        for binding in (c.attrs["HostConfig"]["PortBindings"] or {}).values():
+            assert binding[0]["HostIp"] == "127.0.0.1"
+    with Client(cluster) as client:
+        names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+    assert names == {"dk-worker-1", "dk-worker-2"} == cluster.workers
+
+
+def test_tls_by_default_and_a_client_without_certificates_is_refused(cluster):
+    assert cluster.scheduler_address.startswith("tls://")
+    with pytest.raises(Exception):  # noqa: B017  (distributed raises several kinds)
+        Client(cluster.scheduler_address, timeout=5)
+    with clusterctl.connect("dk") as client:
+        assert client.submit(lambda: 1 + 1).result() == 2
+
+
+def test_dataframe_groupby_scale_up_persist_and_graceful_scale_down(cluster):
+    import dask
+    import dask.dataframe as dd
+
+    with Client(cluster) as client:
+        df = dask.datasets.timeseries(start="2000-01-01", end="2000-01-31", freq="10s", seed=1)
+        expected = df.compute().groupby("name").x.mean()
+        result = df.groupby("name").x.mean().compute()
+        assert (abs(result.sort_index() - expected.sort_index()) < 1e-9).all()
+
+        cluster.scale(4)
+        cluster.wait_for_workers(4)
+        persisted = dd.from_pandas(df.compute(), npartitions=16).persist()
+        wait(persisted)
+        total = persisted.x.sum().compute()
+        assert len({w for ws in client.who_has(persisted).values() for w in ws}) > 1
+
+        cluster.scale(1)
+        assert len(cluster.workers) == 1
+        who_has = client.who_has(persisted)
+        assert all(len(w) == 1 for w in who_has.values()), "a key was lost"
+        assert persisted.x.sum().compute() == total
+
+
+def test_a_killed_worker_comes_back_and_the_result_is_right(cluster, docker_engine):
+    cluster.scale(2)
+    cluster.wait_for_workers(2)
+    with Client(cluster) as client:
+        futures = client.map(
+            lambda i: (__import__("time").sleep(0.5), i * i)[1], range(40), pure=False
+        )
+        time.sleep(1.5)
+        docker_engine.containers.get("dk-worker-2").kill()
+        assert sum(client.gather(futures)) == sum(i * i for i in range(40))
+        deadline = time.monotonic() + 60
+        while len(client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(client.scheduler_info()["workers"]) == 2, "the killed worker came back"
+
+
+def test_a_script_in_the_notebook_container_uses_the_cluster_and_the_mount(cluster, docker_engine):
+    (cluster.data / "input.txt").write_text("21\n")
+    notebook = docker_engine.containers.get("dk-notebook")
+    script = (
+        "from distributed import Client; c = Client(); "
+        "f = c.submit(lambda: int(open('/data/input.txt').read()) * 2); print(f.result())"
+    )
+    code, out = notebook.exec_run(["python", "-c", script])
+    assert code == 0, out.decode()
+    assert out.decode().strip().endswith("42")
+    url = cluster.backend.notebook_url()
+    base, token = url.split("/lab?token=")
+    with urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10) as ok:
+        assert ok.status == 200
+    assert token not in json.dumps(notebook.attrs), "the token is visible in docker inspect"
+
+
+def test_status_logs_and_from_name_in_new_processes(cluster):
+    report = json.loads(run_cli("status", "--name", "dk", "--json").stdout)
+    assert report["backend"] == "docker"
+    assert [w["state"] for w in report["workers"]] == ["running"] * len(cluster.workers)
+    assert report["version_mismatch"] == ""
+    assert "Scheduler at" in run_cli("logs", "--name", "dk").stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import clusterctl; c = clusterctl.from_name('dk'); "
+            "print(c.scheduler_address); c.close()",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    assert cluster.scheduler_address in out
+
+
+def test_cli_walk_through_on_the_default_ports(images, docker_engine):
+    if not (port_is_free("127.0.0.1", 8786) and port_is_free("127.0.0.1", 8787)):
+        pytest.skip("ports 8786/8787 are taken on this machine by something else")
+    run_cli("up", "--backend", "docker", "--name", "d1", "--workers", "2")
+    try:
+        run_cli("scale", "4", "--name", "d1")
+        report = json.loads(run_cli("status", "--name", "d1", "--json").stdout)
+        assert [w["state"] for w in report["workers"]] == ["running"] * 4
+        with urllib.request.urlopen("http://127.0.0.1:8787/health", timeout=10) as r:
+            assert r.read() == b"ok"
+    finally:
+        run_cli("down", "--name", "d1")
+    assert ours(docker_engine, "d1") == []
+    assert not state.cluster_dir("d1").exists()
+
+
+def test_down_finds_everything_after_the_creating_process_was_killed(images, docker_engine):
+    script = (
+        "import clusterctl, os; "
+        "clusterctl.up(name='orphan', backend='docker', workers=1, port=0, "
+        "dashboard_port=0); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    assert ours(docker_engine, "orphan")
+    assert "orphan\tdocker" in run_cli("list").stdout
+    run_cli("down", "orphan")
+    assert ours(docker_engine, "orphan") == []
+
+
+def test_missing_image_and_taken_port_are_refused_before_anything_starts(
+    images, docker_engine, tmp_path
+):
+    spec = tmp_path / "c.yaml"
+    spec.write_text(
+        "backend: docker\nscheduler: {port: 0, dashboard-port: 0}\n"
+        "worker: {image: 'clusterctl-worker:no-such-tag'}\n"
+    )
+    with pytest.raises(UserInputError, match="clusterctl-worker:no-such-tag"):
+        clusterctl.up(spec, name="noimg")
+    port = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        with pytest.raises(UserInputError, match=f"port {port} on 127.0.0.1 is already in use"):
+            clusterctl.up(name="busy", backend="docker", port=port, dashboard_port=0)
+    assert ours(docker_engine, "noimg") == ours(docker_engine, "busy") == []
+    assert not state.cluster_dir("noimg").exists() and not state.cluster_dir("busy").exists()
