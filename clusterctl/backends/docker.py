@@ -128,13 +128,13 @@ class DockerBackend(Backend):
 
     def notebook_url(self) -> str | None:
         token_file = state.cluster_dir(self.spec.name) / "notebook" / "token"
-        container = self._container(f"{self.spec.name}-notebook")
+        container = self._container("notebook")
         if container is None or not token_file.exists():
             return None
         return f"http://{self._published('8888/tcp', container)}/lab?token={token_file.read_text()}"
 
     def scheduler_address(self) -> str:
-        container = self._container(f"{self.spec.name}-scheduler")
+        container = self._container("scheduler")
         if container is None or container.status != "running":
             raise ClusterctlError(f"the scheduler of cluster {self.spec.name!r} is not running")
         protocol = "tls" if self.spec.security.tls else "tcp"
@@ -285,6 +285,9 @@ class DockerBackend(Backend):
         return self.client.containers.list(all=True, filters=_filters(self.spec.name))
 
     def _container(self, name: str) -> Any | None:
+        """A container of this cluster by name; "scheduler" and "notebook" work too."""
+        if name in ("scheduler", "notebook"):
+            name = f"{self.spec.name}-{name}"
         return next((c for c in self._containers() if c.name == name), None)
 
     def _published(self, port: str, container: Any) -> str:
