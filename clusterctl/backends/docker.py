@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -263,15 +262,16 @@ class DockerBackend(Backend):
 
     @staticmethod
     def _share_with_containers(folder: Path) -> None:
-        """Let the containers' user, and only it, read a folder of secrets we mount.
+        """Let the containers' user read a folder of secrets we mount, and no one else.
 
-        As root, hand the folder to the containers' uid; otherwise the containers run as
-        this user (see :func:`_container_user`) and can read it already.
+        As root, the containers run as uid 1000 in group 0: the files stay root's and group 0
+        (root's group) may read them. Otherwise the containers run as this user (see
+        :func:`_container_user`) and read them as their owner already.
         """
         if os.geteuid() == 0:
-            uid = int(_container_user().split(":")[0])
-            for path in [folder, *folder.iterdir()]:
-                shutil.chown(path, uid, 0)
+            folder.chmod(0o750)
+            for path in folder.iterdir():
+                path.chmod(0o640)
 
     def _mounts(self, group: WorkerGroup) -> dict[str, dict[str, str]]:
         return {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
