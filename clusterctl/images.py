@@ -26,6 +26,7 @@ import sys
 import sysconfig
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -307,15 +308,18 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
             # fresh: the first target rebuilds the shared stages; the others reuse them
             _build(client, wheelhouse, progress, dockerfile="Dockerfile.runtime", target=role,
                    tag=name, buildargs=buildargs, pull=False, nocache=fresh and i == 0)  # fmt: skip
-    names = {}
+    names = {role: image_name(role, lock.tag) for role in ROLES}
+
+    def build_role(role: str) -> None:
+        progress(f"building {names[role]}")
+        _build(client, context, progress, tag=names[role],
+               buildargs={"RUNTIME_IMAGE": runtimes[role]})  # fmt: skip
+        client.images.get(names[role]).tag(f"clusterctl-{role}", "latest")
+
     with tempfile.TemporaryDirectory(prefix="clusterctl-app-") as tmp:
         context = _app_context(Path(tmp), progress)
-        for role, runtime in runtimes.items():
-            names[role] = image_name(role, lock.tag)
-            progress(f"building {names[role]}")
-            _build(client, context, progress, tag=names[role],
-                   buildargs={"RUNTIME_IMAGE": runtime})  # fmt: skip
-            client.images.get(names[role]).tag(f"clusterctl-{role}", "latest")
+        with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:  # the engine overlaps the I/O
+            list(pool.map(build_role, ROLES))
     return names
 
 
