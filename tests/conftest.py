@@ -109,6 +109,23 @@ def images(docker_engine) -> dict[str, str]:
     return build_images(base="debian", fresh=True, progress=log)
 
 
+def assert_client_refused(address: str) -> None:
+    """A plain Client (no certificates) cannot use the cluster at ``address``.
+
+    Tried in a separate process: a refused Client can leave its event-loop thread behind,
+    which would disturb the Clients this test process makes afterwards.
+    """
+    script = (
+        "import sys\nfrom distributed import Client\n"
+        "try:\n    Client(sys.argv[1], timeout=5).submit(int, 1).result(timeout=5)\n"
+        "except Exception as exc:\n    print('refused:', type(exc).__name__); sys.exit(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, address], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 3, f"a client without certificates got in:\n{result.stdout}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
