@@ -281,8 +281,7 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
     defaults = data.get("worker", {})
     groups = data.get("workers") or {DEFAULT_GROUP: {}}
     workers = tuple(
-        _build_group(_check_name(gname, f"workers.{gname}", max_len=15), {**defaults, **g})
-        for gname, g in groups.items()
+        _build_group(_check_group_name(gname), {**defaults, **g}) for gname, g in groups.items()
     )
     nb = _need(data, "notebook", "spec")
     notebook = NotebookSpec(
@@ -383,6 +382,13 @@ def _check_name(value: Any, where: str, max_len: int) -> str:
             f"digits and '-', starting and ending with a letter or digit), got {value!r}"
         )
     return value
+
+
+def _check_group_name(value: Any) -> str:
+    name = _check_name(value, f"workers.{value}", max_len=15)
+    if name in ("scheduler", "notebook"):
+        raise SpecError(f"workers.{name}: a worker group may not be called {name!r} (a role)")
+    return name
 
 
 def _check_host(value: Any, where: str) -> str:

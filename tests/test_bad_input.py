@@ -26,6 +26,7 @@ SPEC_FILES = {
     "bad-name": ("name: My_Cluster\n", "name: must be a DNS label"),
     "long-name": (f"name: {'a' * 41}\n", "name: must be a DNS label"),
     "bad-group-name": ("workers: {GPU: {count: 1}}\n", "workers.GPU"),
+    "group-named-as-a-role": ("workers: {scheduler: {count: 1}}\n", "may not be called"),
     "port-out-of-range": ("scheduler: {port: 70000}\n", "scheduler.port"),
     "port-string": ("scheduler: {dashboard-port: http}\n", "scheduler.dashboard-port"),
     "same-ports": (
