@@ -35,6 +35,7 @@ def build_spec(
     dashboard_port: int | None = None,
     notebook: bool | None = None,
     notebook_port: int | None = None,
+    tls: bool | None = None,
 ) -> ClusterSpec:
     """A validated spec: dask.config, then the spec file, then these arguments.
 
@@ -53,6 +54,8 @@ def build_spec(
     nb = {"enabled": notebook, "port": notebook_port}
     if nb := {k: v for k, v in nb.items() if v is not None}:
         overrides["notebook"] = nb
+    if tls is not None:
+        overrides["security"] = {"tls": tls}
     worker = {"threads": threads, "memory_limit": memory_limit}
     if worker := {k: v for k, v in worker.items() if v is not None}:
         overrides["worker"] = worker

@@ -268,6 +268,35 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
             click.echo(f"No cluster named {n!r}; nothing to do.")
 
 
+@cli.command()
+@click.option("--backend", "-b", required=True, type=click.Choice(["compose"]))
+@click.option(
+    "-f",
+    "--file",
+    "spec_file",
+    type=click.Path(dir_okay=False),
+    help="Spec file (YAML); flags override it.",
+)
+@click.option(
+    "--workers", "-w", type=click.IntRange(0, MAX_WORKERS), help="Workers in the first group."
+)
+@click.option(
+    "--notebook/--no-notebook", default=True, show_default=True, help="Include JupyterLab."
+)
+def render(backend: str, spec_file: str | None, workers: int | None, notebook: bool) -> None:
+    """Print a cluster as the backend's own file, to run without clusterctl.
+
+    \b
+    compose: a docker-compose.yml for plain `docker compose` (ports on 127.0.0.1, plain
+             TCP inside the project's network: certificates need `clusterctl up`).
+    """
+    from clusterctl.api import build_spec
+    from clusterctl.backends.compose import render_text
+
+    spec = build_spec(spec_file, backend=backend, workers=workers, notebook=notebook, tls=False)
+    click.echo(render_text(spec), nl=False)
+
+
 @cli.group()
 def image() -> None:
     """Build, save and load the scheduler, worker and notebook images."""

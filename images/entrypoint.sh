@@ -65,6 +65,12 @@ case "$role" in
       *" --memory-limit"*) ;;
       *) set -- --memory-limit 1.0 "$@" ;;
     esac
+    # Named after the container's hostname unless told otherwise: the one name a replica
+    # of a Compose service or a pod can know, and the one its orchestrator shows.
+    case " $* " in
+      *" --name"*) ;;
+      *) set -- --name "$(cat /etc/hostname)" "$@" ;;
+    esac
     exec dask worker "$address" --dashboard-address ":${DASK_WORKER_DASHBOARD_PORT:-8788}" "$@" ;;
   notebook)
     exec jupyter lab --ip=0.0.0.0 --port="${JUPYTER_PORT:-8888}" --no-browser \

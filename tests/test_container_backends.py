@@ -1,4 +1,6 @@
-"""The docker backend end to end on the real engine, with the images built offline."""
+"""The docker and compose backends end to end on the real engine, with the images built
+offline: every test here runs on both (the compose backend shares the docker backend's
+labels and differs in how containers are made and removed)."""
 
 from __future__ import annotations
 
@@ -33,29 +35,34 @@ def ours(docker_engine, name: str) -> list[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def cluster(images, docker_engine, tmp_path_factory):
-    """A docker cluster with a notebook and a mounted folder, shared by this module."""
+BACKENDS = ["docker", "compose"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def cluster(request, images, docker_engine, tmp_path_factory):
+    """A cluster with a notebook and a mounted folder, shared by this module's tests."""
+    backend = request.param
     data = tmp_path_factory.mktemp("data")
     data.chmod(0o777)
     spec = tmp_path_factory.mktemp("spec") / "cluster.yaml"
     spec.write_text(
         textwrap.dedent(f"""
-        backend: docker
+        backend: {backend}
         scheduler: {{port: 0, dashboard-port: 0}}
         notebook: {{enabled: true, port: 0}}
         worker: {{mounts: ["{data}:/data"]}}
     """)
     )
-    c = clusterctl.up(spec, name="dk", workers=2)
+    c = clusterctl.up(spec, name=f"t-{backend}", workers=2)
     c.data = data
     yield c
     c.shutdown()
-    assert ours(docker_engine, "dk") == []
+    assert ours(docker_engine, c.name) == []
 
 
 def test_containers_are_labelled_unprivileged_and_named_as_workers(cluster, docker_engine):
-    containers = docker_engine.containers.list(filters={"label": "io.clusterctl.cluster=dk"})
+    label = {"label": f"io.clusterctl.cluster={cluster.name}"}
+    containers = docker_engine.containers.list(filters=label)
     roles = sorted(c.labels["io.clusterctl.role"] for c in containers)
     assert roles == ["notebook", "scheduler", "worker", "worker"]
     for c in containers:
@@ -65,13 +72,22 @@ def test_containers_are_labelled_unprivileged_and_named_as_workers(cluster, dock
             assert binding[0]["HostIp"] == "127.0.0.1"
     with Client(cluster) as client:
         names = {w["name"] for w in client.scheduler_info()["workers"].values()}
-    assert names == {"dk-worker-1", "dk-worker-2"} == cluster.workers
+    assert names == cluster.workers and len(names) == 2
+    for name in names:  # docker: the container's name; compose: the replica's hostname
+        container = docker_engine.containers.get(name)
+        assert name in (container.name, container.attrs["Config"]["Hostname"])
+        assert container.labels["io.clusterctl.group"] == "worker"
+    if cluster.spec.backend == "docker":
+        assert names == {f"{cluster.name}-worker-1", f"{cluster.name}-worker-2"}
+    else:
+        project = {c.labels.get("com.docker.compose.project") for c in containers}
+        assert project == {cluster.name}
 
 
 def test_tls_by_default_and_a_client_without_certificates_is_refused(cluster):
     assert cluster.scheduler_address.startswith("tls://")
     assert_client_refused(cluster.scheduler_address)
-    with clusterctl.connect("dk") as client:
+    with clusterctl.connect(cluster.name) as client:
         assert client.submit(lambda: 1 + 1).result() == 2
 
 
@@ -137,7 +153,7 @@ def test_a_crashed_worker_process_is_restarted_by_the_engine(cluster, docker_eng
 
 def test_a_script_in_the_notebook_container_uses_the_cluster_and_the_mount(cluster, docker_engine):
     (cluster.data / "input.txt").write_text("21\n")
-    notebook = docker_engine.containers.get("dk-notebook")
+    notebook = docker_engine.containers.get(f"{cluster.name}-notebook")
     script = (
         "from distributed import Client; c = Client(); "
         "f = c.submit(lambda: int(open('/data/input.txt').read()) * 2); print(f.result())"
@@ -153,16 +169,18 @@ def test_a_script_in_the_notebook_container_uses_the_cluster_and_the_mount(clust
 
 
 def test_status_logs_and_from_name_in_new_processes(cluster):
-    report = json.loads(run_cli("status", "--name", "dk", "--json").stdout)
-    assert report["backend"] == "docker"
+    report = json.loads(run_cli("status", "--name", cluster.name, "--json").stdout)
+    assert report["backend"] == cluster.spec.backend
     assert [w["state"] for w in report["workers"]] == ["running"] * len(cluster.workers)
     assert report["version_mismatch"] == ""
-    assert "Scheduler at" in run_cli("logs", "--name", "dk").stdout
+    assert "Scheduler at" in run_cli("logs", "--name", cluster.name).stdout
+    worker = sorted(cluster.workers)[0]
+    assert "Start worker" in run_cli("logs", worker, "--name", cluster.name).stdout
     out = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import clusterctl; c = clusterctl.from_name('dk'); "
+            f"import clusterctl; c = clusterctl.from_name({cluster.name!r}); "
             "print(c.scheduler_address); c.close()",
         ],
         capture_output=True,
@@ -173,10 +191,11 @@ def test_status_logs_and_from_name_in_new_processes(cluster):
     assert cluster.scheduler_address in out
 
 
-def test_cli_walk_through_on_the_default_ports(images, docker_engine):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cli_walk_through_on_the_default_ports(backend, images, docker_engine):
     if not (port_is_free("127.0.0.1", 8786) and port_is_free("127.0.0.1", 8787)):
         pytest.skip("ports 8786/8787 are taken on this machine by something else")
-    run_cli("up", "--backend", "docker", "--name", "d1", "--workers", "2")
+    run_cli("up", "--backend", backend, "--name", "d1", "--workers", "2")
     try:
         run_cli("scale", "4", "--name", "d1")
         report = json.loads(run_cli("status", "--name", "d1", "--json").stdout)
@@ -189,25 +208,30 @@ def test_cli_walk_through_on_the_default_ports(images, docker_engine):
     assert not state.cluster_dir("d1").exists()
 
 
-def test_down_finds_everything_after_the_creating_process_was_killed(images, docker_engine):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_down_finds_everything_after_the_creating_process_was_killed(
+    backend, images, docker_engine
+):
     script = (
         "import clusterctl, os; "
-        "clusterctl.up(name='orphan', backend='docker', workers=1, port=0, "
+        f"clusterctl.up(name='orphan', backend={backend!r}, workers=1, port=0, "
         "dashboard_port=0); os._exit(0)"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
     assert ours(docker_engine, "orphan")
-    assert "orphan\tdocker" in run_cli("list").stdout
+    state.remove("orphan")  # as if the machine had lost it: the engine's labels suffice
+    assert f"orphan\t{backend}" in run_cli("list").stdout
     run_cli("down", "orphan")
     assert ours(docker_engine, "orphan") == []
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_missing_image_and_taken_port_are_refused_before_anything_starts(
-    images, docker_engine, tmp_path
+    backend, images, docker_engine, tmp_path
 ):
     spec = tmp_path / "c.yaml"
     spec.write_text(
-        "backend: docker\nscheduler: {port: 0, dashboard-port: 0}\n"
+        f"backend: {backend}\nscheduler: {{port: 0, dashboard-port: 0}}\n"
         "worker: {image: 'clusterctl-worker:no-such-tag'}\n"
     )
     with pytest.raises(UserInputError, match="clusterctl-worker:no-such-tag"):
@@ -217,6 +241,6 @@ def test_missing_image_and_taken_port_are_refused_before_anything_starts(
         busy.bind(("127.0.0.1", port))
         busy.listen()
         with pytest.raises(UserInputError, match=f"port {port} on 127.0.0.1 is already in use"):
-            clusterctl.up(name="busy", backend="docker", port=port, dashboard_port=0)
+            clusterctl.up(name="busy", backend=backend, port=port, dashboard_port=0)
     assert ours(docker_engine, "noimg") == ours(docker_engine, "busy") == []
     assert not state.cluster_dir("noimg").exists() and not state.cluster_dir("busy").exists()

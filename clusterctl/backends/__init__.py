@@ -11,6 +11,7 @@ from clusterctl.errors import SpecError
 REGISTRY = {
     "local": "clusterctl.backends.local:LocalBackend",
     "docker": "clusterctl.backends.docker:DockerBackend",
+    "compose": "clusterctl.backends.compose:ComposeBackend",
 }
 
 

@@ -64,7 +64,18 @@ class Backend(ABC):
 
     @abstractmethod
     def start_scheduler(self) -> None:
-        """Start the scheduler (and the notebook, if the spec asks); return once they answer."""
+        """Start the scheduler (and the notebook, if the spec asks).
+
+        It may return before they answer (see :meth:`wait_until_ready`), so that workers
+        can start meanwhile; it must return once workers could be given its address.
+        """
+
+    def wait_until_ready(self) -> None:
+        """Return once the scheduler (and notebook) answer; raise if they never will.
+
+        Backends whose :meth:`start_scheduler` already waits have nothing to do here.
+        """
+        return None
 
     @abstractmethod
     def scheduler_address(self) -> str:

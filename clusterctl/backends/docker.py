@@ -54,9 +54,9 @@ class DockerBackend(Backend):
         if client is None:
             return []
         names = []
-        for c in client.containers.list(all=True, filters=_filters(role="scheduler")):
+        for c in client.containers.list(all=True, filters=_filters(cls.kind, role="scheduler")):
             name = c.labels[CLUSTER]
-            if c.status in ("exited", "dead") and not _running_workers(client, name):
+            if c.status in ("exited", "dead") and not _running_workers(client, cls.kind, name):
                 cls(_spec_of(c)).destroy()  # stale: nothing of it runs any more
                 continue
             names.append(name)
@@ -67,7 +67,7 @@ class DockerBackend(Backend):
         client = _client_or_none()
         if client is None:
             return None
-        found = client.containers.list(all=True, filters=_filters(name, role="scheduler"))
+        found = client.containers.list(all=True, filters=_filters(cls.kind, name, role="scheduler"))
         if not found:
             return None
         backend = cls(_spec_of(found[0]))
@@ -94,36 +94,50 @@ class DockerBackend(Backend):
         args = ["--port", "8786"]
         if self.spec.security.tls:
             self._share_with_containers(tls_files(self.spec.name).ca.parent)
-            args += ["--protocol", "tls", *self._tls_args()]
-        container = self._run(
+            args += ["--protocol", "tls", *tls_args(self.spec)]
+        self._run(
             self._image("scheduler"), ["scheduler", *args], name=f"{self.spec.name}-scheduler",
             role="scheduler", restart=False,
             ports={"8786/tcp": (sched.host, sched.port or None),
                    "8787/tcp": (sched.host, sched.dashboard_port or None)},
             extra_labels={SPEC: json.dumps(self.spec.to_dict())},
         )  # fmt: skip
-        self._wait_healthy(container)
         if self.spec.notebook.enabled:
             self._start_notebook()
 
-    def _start_notebook(self) -> None:
+    def wait_until_ready(self) -> None:
+        scheduler = self._container("scheduler")
+        deadline = time.monotonic() + self.spec.start_timeout
+        # Asked over the published dashboard port rather than through the engine's health
+        # status, which only changes every HEALTHCHECK interval (3 s).
+        while not _answers(f"http://{self._published('8787/tcp', scheduler)}/health"):
+            scheduler.reload()
+            if scheduler.status in ("exited", "dead") or time.monotonic() > deadline:
+                self._wait_healthy(scheduler)  # fails with the container's log
+            time.sleep(0.1)
+        if self.spec.notebook.enabled:
+            self._wait_healthy(self._container("notebook"))
+
+    def _write_notebook_token(self) -> Path:
+        """A fresh JupyterLab token in the state folder, for mounting (never in env)."""
         token_file = state.cluster_dir(self.spec.name) / "notebook" / "token"
         token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         token_file.write_text(secrets.token_urlsafe(24))
         self._share_with_containers(token_file.parent)
+        return token_file
+
+    def _start_notebook(self) -> None:
+        token_file = self._write_notebook_token()
         env = {"DASK_SCHEDULER_ADDRESS": self._address_in_network(),
-               "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER}  # fmt: skip
-        if self.spec.security.tls:
-            env.update(_dask_tls_env())
+               "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(self.spec)}  # fmt: skip
         volumes = {str(token_file.parent): {"bind": os.path.dirname(TOKEN_IN_CONTAINER),
                                             "mode": "ro"}}  # fmt: skip
         volumes.update(self._mounts(self.spec.workers[0]))
-        container = self._run(
+        self._run(
             self._image("notebook"), ["notebook"], name=f"{self.spec.name}-notebook",
             role="notebook", environment=env, extra_volumes=volumes, restart=True,
             ports={"8888/tcp": (self.spec.scheduler.host, self.spec.notebook.port or None)},
         )  # fmt: skip
-        self._wait_healthy(container)
 
     def notebook_url(self) -> str | None:
         token_file = state.cluster_dir(self.spec.name) / "notebook" / "token"
@@ -143,18 +157,10 @@ class DockerBackend(Backend):
         existing = [m.name for m in self.members() if m.group == group.name]
         first = max((int(x.rsplit("-", 1)[1]) for x in existing), default=0) + 1
         names = [f"{self.spec.name}-{group.name}-{i}" for i in range(first, first + n)]
-        args = ["--nthreads", str(group.threads), "--death-timeout", f"{group.death_timeout:g}",
-                "--memory-limit", str(group.memory_limit)]  # fmt: skip
-        if group.resources:
-            args += ["--resources", " ".join(f"{k}={v:g}" for k, v in group.resources.items())]
-        args += self._tls_args()
-        limits: dict[str, Any] = {}
-        if _is_size(group.memory_limit):
-            from dask.utils import parse_bytes
-
-            limits["mem_limit"] = parse_bytes(group.memory_limit)
-        if group.cpus:
-            limits["nano_cpus"] = int(group.cpus * 1e9)
+        args = [*worker_args(group), *tls_args(self.spec)]
+        limits = container_limits(group)
+        if "cpus" in limits:
+            limits["nano_cpus"] = int(limits.pop("cpus") * 1e9)
 
         def start(name: str) -> None:
             self._run(
@@ -170,14 +176,14 @@ class DockerBackend(Backend):
 
     def stop_workers(self, names: list[str]) -> None:
         wanted = set(names)
-        containers = [c for c in self._containers() if c.name in wanted]
+        containers = [c for c in self._containers() if self._member_name(c) in wanted]
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(_stop_and_remove, containers))
 
     def members(self) -> list[Member]:
         return [
             Member(
-                name=c.name,
+                name=self._member_name(c),
                 role=c.labels.get(ROLE, "worker"),
                 group=c.labels.get(GROUP) or None,
                 running=c.status in ("running", "restarting"),
@@ -189,7 +195,7 @@ class DockerBackend(Backend):
     def logs(self, name: str, follow: bool = False) -> Iterator[str]:
         container = self._container(name)
         if container is None:
-            known = ", ".join(c.name for c in self._containers()) or "none"
+            known = ", ".join(self._member_name(c) for c in self._containers()) or "none"
             raise UserInputError(f"no scheduler or worker named {name!r}; known: {known}")
         if not follow:
             yield from container.logs().decode(errors="replace").splitlines()
@@ -203,9 +209,9 @@ class DockerBackend(Backend):
     def destroy(self) -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(_remove, self._containers()))
-        for network in self.client.networks.list(filters=_filters(self.spec.name)):
+        for network in self.client.networks.list(filters=_filters(self.kind, self.spec.name)):
             network.remove()
-        for volume in self.client.volumes.list(filters=_filters(self.spec.name)):
+        for volume in self.client.volumes.list(filters=_filters(self.kind, self.spec.name)):
             volume.remove(force=True)
 
     # --- helpers --------------------------------------------------------------------------
@@ -248,17 +254,10 @@ class DockerBackend(Backend):
         return self.client.containers.run(
             image, command, name=name, hostname=name, detach=True, network=self._network,
             labels={**self._labels(role, group), **(extra_labels or {})}, volumes=volumes,
-            user=_container_user(), cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            user=container_user(), cap_drop=["ALL"], security_opt=["no-new-privileges"],
             restart_policy={"Name": "on-failure"} if restart else {"Name": "no"},
             init=False, **kwargs,
         )  # fmt: skip
-
-    def _tls_args(self) -> list[str]:
-        if not self.spec.security.tls:
-            return []
-        return ["--tls-ca-file", f"{TLS_IN_CONTAINER}/ca.pem",
-                "--tls-cert", f"{TLS_IN_CONTAINER}/cert.pem",
-                "--tls-key", f"{TLS_IN_CONTAINER}/key.pem"]  # fmt: skip
 
     @staticmethod
     def _share_with_containers(folder: Path) -> None:
@@ -282,13 +281,17 @@ class DockerBackend(Backend):
         return f"{protocol}://{self.spec.name}-scheduler:8786"
 
     def _containers(self) -> list[Any]:
-        return self.client.containers.list(all=True, filters=_filters(self.spec.name))
+        return self.client.containers.list(all=True, filters=_filters(self.kind, self.spec.name))
+
+    def _member_name(self, container: Any) -> str:
+        """The name status and scale use: the container's, which is the Dask worker's."""
+        return container.name
 
     def _container(self, name: str) -> Any | None:
         """A container of this cluster by name; "scheduler" and "notebook" work too."""
         if name in ("scheduler", "notebook"):
             name = f"{self.spec.name}-{name}"
-        return next((c for c in self._containers() if c.name == name), None)
+        return next((c for c in self._containers() if name in (c.name, self._member_name(c))), None)
 
     def _published(self, port: str, container: Any) -> str:
         container.reload()
@@ -321,8 +324,19 @@ def _client_or_none() -> Any | None:
         return None
 
 
-def _filters(name: str | None = None, role: str | None = None) -> dict[str, list[str]]:
-    labels = [f"{BACKEND}=docker", f"{CLUSTER}={name}" if name else CLUSTER]
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _filters(kind: str, name: str | None = None, role: str | None = None) -> dict[str, list[str]]:
+    labels = [f"{BACKEND}={kind}", f"{CLUSTER}={name}" if name else CLUSTER]
     if role:
         labels.append(f"{ROLE}={role}")
     return {"label": labels}
@@ -333,18 +347,39 @@ def _spec_of(container: Any) -> ClusterSpec:
     return ClusterSpec.from_dict(json.loads(container.labels[SPEC]), source=f"cluster {name!r}")
 
 
-def _running_workers(client: Any, name: str) -> bool:
-    found = client.containers.list(filters=_filters(name, role="worker"))
+def _running_workers(client: Any, kind: str, name: str) -> bool:
+    found = client.containers.list(filters=_filters(kind, name, role="worker"))
     return bool(found)
 
 
-def _container_user() -> str:
+def container_user() -> str:
     """The containers' user: this user's uid (so mounted files are shared), never root."""
     uid = os.getuid()
     return f"{uid if uid != 0 else 1000}:0"
 
 
-def _dask_tls_env() -> dict[str, str]:
+def worker_args(group: WorkerGroup) -> list[str]:
+    """``dask worker`` options of a group (the scheduler address comes first)."""
+    args = ["--nthreads", str(group.threads), "--death-timeout", f"{group.death_timeout:g}",
+            "--memory-limit", str(group.memory_limit)]  # fmt: skip
+    if group.resources:
+        args += ["--resources", " ".join(f"{k}={v:g}" for k, v in group.resources.items())]
+    return args
+
+
+def tls_args(spec: ClusterSpec) -> list[str]:
+    """The scheduler's and workers' certificate options, as mounted in containers."""
+    if not spec.security.tls:
+        return []
+    return ["--tls-ca-file", f"{TLS_IN_CONTAINER}/ca.pem",
+            "--tls-cert", f"{TLS_IN_CONTAINER}/cert.pem",
+            "--tls-key", f"{TLS_IN_CONTAINER}/key.pem"]  # fmt: skip
+
+
+def dask_tls_env(spec: ClusterSpec) -> dict[str, str]:
+    """Dask's TLS configuration for a client in a container (the notebook)."""
+    if not spec.security.tls:
+        return {}
     return {
         "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
         "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{TLS_IN_CONTAINER}/ca.pem",
@@ -353,8 +388,17 @@ def _dask_tls_env() -> dict[str, str]:
     }
 
 
-def _is_size(memory_limit: Any) -> bool:
-    return memory_limit != "auto" and not (isinstance(memory_limit, float) and memory_limit <= 1)
+def container_limits(group: WorkerGroup) -> dict[str, Any]:
+    """The container's memory limit in bytes (when the group gives a size) and CPUs."""
+    limits: dict[str, Any] = {}
+    memory = group.memory_limit
+    if memory != "auto" and not (isinstance(memory, float) and memory <= 1):
+        from dask.utils import parse_bytes
+
+        limits["mem_limit"] = parse_bytes(memory)
+    if group.cpus:
+        limits["cpus"] = group.cpus
+    return limits
 
 
 def _stop_and_remove(container: Any) -> None:
