@@ -13,7 +13,7 @@ import platform
 import time
 from pathlib import Path
 
-SUITES = ("images",)
+SUITES = ("clusters", "images")
 RESULTS = Path(__file__).with_name("results")
 
 
