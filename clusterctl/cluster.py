@@ -93,7 +93,7 @@ class Cluster(DaskCluster):
     async def _start(self) -> None:
         try:
             if self._creating:
-                await asyncio.to_thread(self._create_scheduler)
+                await asyncio.to_thread(self._create)
             else:
                 await asyncio.to_thread(self._check_scheduler_running)
             address = await asyncio.to_thread(self.backend.scheduler_address)
@@ -105,8 +105,7 @@ class Cluster(DaskCluster):
             if mismatch := await self._version_mismatch():
                 warnings.warn(mismatch, VersionMismatchWarning, stacklevel=2)
             if self._creating:
-                for group in self.spec.workers:
-                    await self._scale(group.count, group.name)
+                await self._refresh()
                 if self._wait_on_start:
                     await self._wait_for_workers(timeout=self.spec.start_timeout)
         except BaseException:
@@ -115,7 +114,9 @@ class Cluster(DaskCluster):
                 await asyncio.to_thread(destroy_cluster, self.backend)
             raise
 
-    def _create_scheduler(self) -> None:
+    def _create(self) -> None:
+        """Check, make certificates, start the scheduler and the first workers (they connect
+        once the scheduler answers, so their start overlaps its), wait until it answers."""
         existing = find_cluster(self.spec.name)
         if existing is not None:
             raise UserInputError(
@@ -127,6 +128,10 @@ class Cluster(DaskCluster):
         if self.spec.security.tls:
             create_tls_files(self.spec.name)
         self.backend.start_scheduler()
+        for group in self.spec.workers:
+            if group.count:
+                self.backend.start_workers(group, group.count)
+        self.backend.wait_until_ready()
 
     def _check_scheduler_running(self) -> None:
         for member in self.backend.members():
