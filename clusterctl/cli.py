@@ -114,15 +114,18 @@ def scale(n: int, name: str | None, group: str | None, wait: bool) -> None:
 
     Turns off adaptive scaling if it was on.
     """
-    from clusterctl import autoscaler
+    from clusterctl import supervisor
     from clusterctl.cluster import Cluster
 
     name = _name(name)
     cluster = Cluster.from_name(name)
     try:
         cluster.spec.group(group)  # an unknown group is an input error, before anything
-        if autoscaler.stop(name):
+        if supervisor.adapt_settings(name):
             click.echo("Adaptive scaling turned off.", err=True)
+            supervisor.start(name)
+        elif not supervisor.running(name):
+            supervisor.start(name)
         cluster.scale(n, group)
         if wait:
             _wait_with_progress(cluster)
@@ -142,10 +145,11 @@ def adapt(
 ) -> None:
     """Scale with the load, between --minimum and --maximum workers.
 
-    The adaptive loop runs in a small detached process on this machine, so it keeps
-    working after this command exits; `scale`, `adapt --off` and `down` stop it.
+    The adaptive loop runs in the cluster's supervisor, a small detached process on this
+    machine, so it keeps working after this command exits; `scale` and `adapt --off`
+    turn it off.
     """
-    from clusterctl import autoscaler
+    from clusterctl import supervisor
     from clusterctl.backends import find_cluster
     from clusterctl.errors import ClusterNotFound, UserInputError
 
@@ -154,15 +158,16 @@ def adapt(
     if backend is None:
         raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
     if off:
-        stopped = autoscaler.stop(name)
-        click.echo("Adaptive scaling turned off." if stopped else "Adaptive scaling was off.")
+        was_on = supervisor.adapt_settings(name) is not None
+        supervisor.start(name)
+        click.echo("Adaptive scaling turned off." if was_on else "Adaptive scaling was off.")
         return
     if maximum is None:
         raise UserInputError("--maximum: required (or --off)")
     if minimum > maximum:
         raise UserInputError(f"--minimum ({minimum}) must not exceed --maximum ({maximum})")
     backend.spec.group(group)
-    autoscaler.start(name, minimum, maximum, group)
+    supervisor.start(name, {"minimum": minimum, "maximum": maximum, "group": group})
     click.echo(f"Cluster {name!r} adapts between {minimum} and {maximum} workers.")
 
 
@@ -437,6 +442,11 @@ def _print_status(report: dict[str, Any]) -> None:
     if report.get("adaptive"):
         a = report["adaptive"]
         console.print(f"adaptive   {a['minimum']} to {a['maximum']} workers")
+    if report["scheduler_running"] and not report.get("supervised"):
+        console.print(
+            "[yellow]supervisor: not running[/] (dead workers are not replaced); "
+            f"`clusterctl scale N --name {report['name']}` starts one"
+        )
     table = Table("worker", "group", "state", "threads", "memory", "processing", "where")
     table.columns[0].no_wrap = True
     for w in report["workers"]:

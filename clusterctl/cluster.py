@@ -17,6 +17,7 @@ passes names where ``retire_workers`` wants addresses, so it is not graceful
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import warnings
@@ -30,7 +31,7 @@ from distributed.versions import VersionMismatchWarning, get_versions
 from distributed.versions import error_message as version_error_message
 from tornado.ioloop import IOLoop
 
-from clusterctl import autoscaler, state
+from clusterctl import state, supervisor
 from clusterctl.backends import Backend, backend_class, find_cluster
 from clusterctl.errors import ClusterctlError, ClusterNotFound, UserInputError
 from clusterctl.security import client_security, create_tls_files
@@ -39,6 +40,8 @@ from clusterctl.spec import ClusterSpec
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
+COUNTS = "counts.json"  # in the state folder: each group's size, as last asked for
+CUT_OFF = 15.0  # seconds a registered worker may be unknown to the scheduler before replaced
 
 
 class Cluster(DaskCluster):
@@ -66,6 +69,7 @@ class Cluster(DaskCluster):
         self.shutdown_on_close = shutdown_on_close
         self._wait_on_start = wait
         self._workers: set[str] = set()
+        self._lost_since: dict[str, float] = {}  # registered once, then no longer: since when
         self.security = client_security(spec.name, spec.security.tls)
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=spec.name)
         if not self.asynchronous:
@@ -108,6 +112,7 @@ class Cluster(DaskCluster):
                 await self._refresh()
                 if self._wait_on_start:
                     await self._wait_for_workers(timeout=self.spec.start_timeout)
+                await asyncio.to_thread(supervisor.start, self.name)
         except BaseException:
             if self._creating:
                 await super()._close()
@@ -129,6 +134,7 @@ class Cluster(DaskCluster):
             create_tls_files(self.spec.name)
         self.backend.start_scheduler()
         for group in self.spec.workers:
+            self._save_count(group.name, group.count)
             if group.count:
                 self.backend.start_workers(group, group.count)
         self.backend.wait_until_ready()
@@ -165,7 +171,15 @@ class Cluster(DaskCluster):
 
     def scale_down(self, workers: list[str]) -> Any:
         """Remove named workers that :class:`distributed.Adaptive` has already retired."""
-        return self.sync(self._stop_workers, list(workers))
+        return self.sync(self._scale_down, list(workers))
+
+    def reconcile(self) -> Any:
+        """Replace workers that died or lost the scheduler, up to each group's count.
+
+        The cluster's supervisor calls this every second; ``scale`` and adaptive scaling
+        set the counts.
+        """
+        return self.sync(self._reconcile)
 
     def adapt(
         self, Adaptive: type[Adaptive] | None = None, group: str | None = None, **kwargs: Any
@@ -183,6 +197,12 @@ class Cluster(DaskCluster):
     async def _scale(self, n: int, group: str | None = None) -> None:
         target = self.spec.group(group)
         self.spec = self.spec.with_count(target.name, n)
+        async with self._exclusive():
+            self._save_count(target.name, n)
+            await self._scale_unlocked(n, target.name)
+
+    async def _scale_unlocked(self, n: int, group: str) -> None:
+        target = self.spec.group(group)
         members = await asyncio.to_thread(self.backend.members)
         mine = [m for m in members if m.role == "worker" and m.group == target.name]
         if dead := [m.name for m in mine if not m.running]:
@@ -227,6 +247,67 @@ class Cluster(DaskCluster):
     async def _stop_workers(self, names: list[str]) -> None:
         await asyncio.to_thread(self.backend.stop_workers, names)
         await self._refresh()
+
+    async def _scale_down(self, names: list[str], retire: bool = False) -> None:
+        """Remove named workers (retiring them first if ``retire``) and lower the counts."""
+        async with self._exclusive():
+            members = await asyncio.to_thread(self.backend.members)
+            for group in self.spec.workers:
+                left = [m for m in members if m.group == group.name and m.running]
+                if any(m.name in names for m in left):
+                    self._save_count(group.name, sum(m.name not in names for m in left))
+            await (self._retire(names) if retire else self._stop_workers(names))
+
+    async def _reconcile(self) -> None:
+        async with self._exclusive():
+            members = await asyncio.to_thread(self.backend.members)
+            if not any(m.role == "scheduler" and m.running for m in members):
+                return  # nothing to repair: `status` reports it, `down` cleans up
+            identity = await self.scheduler_comm.identity()
+            registered = {w["name"] for w in identity["workers"].values()}
+            now = asyncio.get_running_loop().time()
+            counts = self._counts()
+            for group in self.spec.workers:
+                mine = [m for m in members if m.role == "worker" and m.group == group.name]
+                lost = [m.name for m in mine if not m.running or self._cut_off(m.name, now)]
+                for m in mine:
+                    if m.name in registered:
+                        self._lost_since[m.name] = -1.0  # registered: watch from now on
+                    elif self._lost_since.get(m.name) == -1.0:
+                        self._lost_since[m.name] = now
+                if lost:
+                    logger.info("Replacing workers that died or were cut off: %s", lost)
+                    await asyncio.to_thread(self.backend.stop_workers, lost)
+                missing = counts.get(group.name, group.count) - (len(mine) - len(lost))
+                if missing > 0:
+                    await asyncio.to_thread(self.backend.start_workers, group, missing)
+            await self._refresh()
+
+    def _cut_off(self, name: str, now: float) -> bool:
+        """Whether a running worker has been unknown to the scheduler for CUT_OFF seconds
+        after it had registered (its network failed, or it hangs)."""
+        since = self._lost_since.get(name, -1.0)
+        return since >= 0 and now - since > CUT_OFF
+
+    def _exclusive(self) -> Any:
+        """The cluster's lock (across processes), held while workers are added or removed."""
+
+        @contextlib.asynccontextmanager
+        async def hold():
+            lock = state.locked(self.name)
+            await asyncio.to_thread(lock.__enter__)
+            try:
+                yield
+            finally:
+                lock.__exit__(None, None, None)
+
+        return hold()
+
+    def _counts(self) -> dict[str, int]:
+        return state.read_json(state.cluster_dir(self.name) / COUNTS) or {}
+
+    def _save_count(self, group: str, n: int) -> None:
+        state.write_json(state.cluster_dir(self.name) / COUNTS, {**self._counts(), group: n})
 
     async def _refresh(self) -> None:
         members = await asyncio.to_thread(self.backend.members)
@@ -334,7 +415,8 @@ class Cluster(DaskCluster):
             "workers": workers,
             "versions": {k: versions.get(k) for k in ("python", "dask", "distributed")},
             "version_mismatch": await self._version_mismatch(),
-            "adaptive": await asyncio.to_thread(autoscaler.settings, self.name),
+            "adaptive": await asyncio.to_thread(supervisor.adapt_settings, self.name),
+            "supervised": await asyncio.to_thread(supervisor.running, self.name),
         }
 
 
@@ -361,6 +443,12 @@ class GroupAdaptive(Adaptive):
         mine = await asyncio.to_thread(self._group_workers)
         return [w for w in await super().workers_to_close(target) if w in mine]
 
+    async def scale_down(self, workers: list[str]) -> None:
+        # Retired and removed under the cluster's lock, so the supervisor never takes a
+        # retired worker for a dead one and brings it back.
+        if workers:
+            await self.cluster._scale_down(list(workers), retire=True)
+
     async def scale_up(self, n: int) -> None:
         mine = await asyncio.to_thread(self._group_workers)
         others = len(self.cluster.workers - mine)
@@ -369,7 +457,7 @@ class GroupAdaptive(Adaptive):
 
 def destroy_cluster(backend: Backend) -> None:
     """Stop everything of a cluster, even one whose scheduler is gone, and forget it."""
-    autoscaler.stop(backend.spec.name)
+    supervisor.stop(backend.spec.name)
     backend.destroy()
     state.remove(backend.spec.name)
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -53,9 +54,38 @@ def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     else:
         os.environ["XDG_STATE_HOME"] = old
     docker_left = docker_leftovers()
+    SUMMARY["left"] = len(leaked) + len(left) + len(docker_left)
     assert not leaked, f"processes left behind: {[p.cmdline() for p in leaked]}"
     assert not left, f"cluster state left behind: {left}"
     assert not docker_left, f"engine objects left behind: {docker_left}"
+
+
+# The fault suite's figures: faults injected (tests marked `fault`) and survived (passed),
+# bad inputs tried (tests of test_bad_input.py) and rejected, and our objects left over.
+SUMMARY: dict[str, int] = {"faults": 0, "survived": 0, "bad": 0, "rejected": 0, "left": -1}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call":
+        return
+    if item.get_closest_marker("fault"):
+        SUMMARY["faults"] += 1
+        SUMMARY["survived"] += report.passed
+    if item.module.__name__.endswith("test_bad_input"):
+        SUMMARY["bad"] += 1
+        SUMMARY["rejected"] += report.passed
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    left = "not checked" if SUMMARY["left"] < 0 else SUMMARY["left"]
+    terminalreporter.write_line(
+        f"fault suite: {SUMMARY['survived']} of {SUMMARY['faults']} faults survived; "
+        f"{SUMMARY['rejected']} of {SUMMARY['bad']} bad inputs cleanly rejected; "
+        f"objects of ours left after the session: {left}"
+    )
 
 
 def docker_leftovers() -> list[str]:

@@ -129,6 +129,7 @@ def test_adapt_in_process_grows_and_shrinks(cluster):
         adaptive.stop()
 
 
+@pytest.mark.fault("up twice with the same name")
 def test_up_twice_with_the_same_name_is_refused(cluster):
     with pytest.raises(UserInputError, match="a cluster named 'api' already runs"):
         clusterctl.up(name="api", port=0, dashboard_port=0)

@@ -58,6 +58,7 @@ class DockerBackend(Backend):
             name = c.labels[CLUSTER]
             if c.status in ("exited", "dead") and not _running_workers(client, cls.kind, name):
                 cls(_spec_of(c)).destroy()  # stale: nothing of it runs any more
+                state.remove(name)
                 continue
             names.append(name)
         return sorted(names)
@@ -186,7 +187,7 @@ class DockerBackend(Backend):
                 name=self._member_name(c),
                 role=c.labels.get(ROLE, "worker"),
                 group=c.labels.get(GROUP) or None,
-                running=c.status in ("running", "restarting"),
+                running=c.status in ("created", "running", "restarting"),
                 detail=f"container {c.short_id}",
             )
             for c in sorted(self._containers(), key=lambda c: _sort_key(c.name))
