@@ -35,6 +35,16 @@ def name_option(f: Any) -> Any:
     return click.option("--name", "-n", help=NAME_HELP)(f)
 
 
+def spec_file_option(f: Any) -> Any:
+    return click.option(
+        "-f",
+        "--file",
+        "spec_file",
+        type=click.Path(dir_okay=False),
+        help="Spec file (YAML); flags override it.",
+    )(f)
+
+
 def _name(name: str | None) -> str:
     from clusterctl.api import default_name
 
@@ -55,13 +65,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option(
-    "-f",
-    "--file",
-    "spec_file",
-    type=click.Path(dir_okay=False),
-    help="Spec file (YAML); flags override it.",
-)
+@spec_file_option
 @name_option
 @click.option(
     "--workers", "-w", type=click.IntRange(0, MAX_WORKERS), help="Workers in the first group."
@@ -275,13 +279,7 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
 
 @cli.command()
 @click.option("--backend", "-b", required=True, type=click.Choice(["compose"]))
-@click.option(
-    "-f",
-    "--file",
-    "spec_file",
-    type=click.Path(dir_okay=False),
-    help="Spec file (YAML); flags override it.",
-)
+@spec_file_option
 @click.option(
     "--workers", "-w", type=click.IntRange(0, MAX_WORKERS), help="Workers in the first group."
 )
