@@ -278,7 +278,7 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
 
 
 @cli.command()
-@click.option("--backend", "-b", required=True, type=click.Choice(["compose"]))
+@click.option("--backend", "-b", required=True, type=click.Choice(["compose", "kubernetes"]))
 @spec_file_option
 @click.option(
     "--workers", "-w", type=click.IntRange(0, MAX_WORKERS), help="Workers in the first group."
@@ -286,18 +286,34 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
 @click.option(
     "--notebook/--no-notebook", default=True, show_default=True, help="Include JupyterLab."
 )
-def render(backend: str, spec_file: str | None, workers: int | None, notebook: bool) -> None:
+@click.option(
+    "--operator", is_flag=True, help="kubernetes: a DaskCluster for the dask-kubernetes operator."
+)
+def render(
+    backend: str, spec_file: str | None, workers: int | None, notebook: bool, operator: bool
+) -> None:
     """Print a cluster as the backend's own file, to run without clusterctl.
 
     \b
-    compose: a docker-compose.yml for plain `docker compose` (ports on 127.0.0.1, plain
-             TCP inside the project's network: certificates need `clusterctl up`).
+    compose:    a docker-compose.yml for plain `docker compose` (ports on 127.0.0.1, plain
+                TCP inside the project's network: certificates need `clusterctl up`).
+    kubernetes: manifests for `kubectl apply -f -` (plain TCP inside the namespace, behind
+                a NetworkPolicy); --operator: a DaskCluster resource instead.
     """
     from clusterctl.api import build_spec
-    from clusterctl.backends.compose import render_text
+    from clusterctl.errors import UserInputError
 
+    if operator and backend != "kubernetes":
+        raise UserInputError(f"--operator: only with --backend kubernetes, not {backend}")
     spec = build_spec(spec_file, backend=backend, workers=workers, notebook=notebook, tls=False)
-    click.echo(render_text(spec), nl=False)
+    if backend == "kubernetes":
+        from clusterctl.backends.kubernetes import render_text as render_kubernetes
+
+        click.echo(render_kubernetes(spec, operator=operator), nl=False)
+    else:
+        from clusterctl.backends.compose import render_text
+
+        click.echo(render_text(spec), nl=False)
 
 
 @cli.group()

@@ -112,7 +112,8 @@ class Cluster(DaskCluster):
                 await self._refresh()
                 if self._wait_on_start:
                     await self._wait_for_workers(timeout=self.spec.start_timeout)
-                await asyncio.to_thread(supervisor.start, self.name)
+                if not self.backend.orchestrated:  # its orchestrator keeps it as asked
+                    await asyncio.to_thread(supervisor.start, self.name)
         except BaseException:
             if self._creating:
                 await super()._close()
@@ -135,7 +136,7 @@ class Cluster(DaskCluster):
         self.backend.start_scheduler()
         for group in self.spec.workers:
             self._save_count(group.name, group.count)
-            if group.count:
+            if group.count and not self.backend.orchestrated:  # else it starts them itself
                 self.backend.start_workers(group, group.count)
         self.backend.wait_until_ready()
 
@@ -183,13 +184,18 @@ class Cluster(DaskCluster):
 
     def adapt(
         self, Adaptive: type[Adaptive] | None = None, group: str | None = None, **kwargs: Any
-    ) -> Adaptive:
+    ) -> Adaptive | None:
         """Scale one worker group (the first by default) with Dask's ``Adaptive``.
 
         This runs in this process; ``clusterctl adapt`` runs the same loop in a detached
-        process so that it outlives the command.
+        process so that it outlives the command. An orchestrated backend's orchestrator
+        adapts instead (``minimum`` and ``maximum`` only; returns None).
         """
-        name = self.spec.group(group).name
+        target = self.spec.group(group)
+        if self.backend.orchestrated:
+            self.backend.adapt(target, kwargs.get("minimum", 0), kwargs["maximum"])
+            return None
+        name = target.name
         return super().adapt(
             Adaptive=functools.partial(Adaptive or GroupAdaptive, group=name), **kwargs
         )
@@ -203,6 +209,10 @@ class Cluster(DaskCluster):
 
     async def _scale_unlocked(self, n: int, group: str) -> None:
         target = self.spec.group(group)
+        if self.backend.orchestrated:  # it retires the workers it removes itself
+            await asyncio.to_thread(self.backend.scale, target, n)
+            await self._refresh()
+            return
         members = await asyncio.to_thread(self.backend.members)
         mine = [m for m in members if m.role == "worker" and m.group == target.name]
         if dead := [m.name for m in mine if not m.running]:
@@ -259,6 +269,8 @@ class Cluster(DaskCluster):
             await (self._retire(names) if retire else self._stop_workers(names))
 
     async def _reconcile(self) -> None:
+        if self.backend.orchestrated:
+            return  # its orchestrator replaces dead workers
         async with self._exclusive():
             members = await asyncio.to_thread(self.backend.members)
             if not any(m.role == "scheduler" and m.running for m in members):

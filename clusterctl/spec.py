@@ -57,7 +57,7 @@ class NotebookSpec:
 @dataclass(frozen=True)
 class SecuritySpec:
     tls: bool  # mutual TLS between client, scheduler and workers; "auto" in a spec file
-    # means on for container backends, off for the local one (loopback only)
+    # means on for the docker, compose and swarm backends, off for local and kubernetes
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,9 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
     tls = _need(_need(data, "security", "spec"), "tls", "security")
     if tls not in (True, False, "auto"):
         raise SpecError(f"security.tls: must be true, false or auto, got {_kind(tls)}")
-    security = SecuritySpec(tls=backend != "local" if tls == "auto" else tls)
+    # auto: on where clusterctl hands certificates to containers; off for local processes
+    # (loopback) and Kubernetes (manifests can't carry them; a NetworkPolicy guards instead)
+    security = SecuritySpec(tls=backend not in ("local", "kubernetes") if tls == "auto" else tls)
     timeout = _check_number(_need(data, "start_timeout", "spec"), "start-timeout", 1, 3600)
     return ClusterSpec(
         name=name,

@@ -62,7 +62,6 @@ FLAGS = {
     "port-text": (["up", "--dashboard-port", "abc"], "--dashboard-port"),
     "memory-flag": (["up", "--memory-limit", "-2GB"], "memory-limit"),
     "missing-file": (["up", "-f", "/no/such/spec.yaml"], "cannot read the spec file"),
-    "backend-not-here": (["up", "--backend", "kubernetes"], "not available in this version"),
     "backend-unknown": (["up", "--backend", "slurm"], "backend: must be one of"),
     "scale-negative": (["scale", "-1"], "Invalid value for 'N'"),
     "scale-unknown-cluster": (["scale", "2", "--name", "nosuch"], "no running cluster named"),

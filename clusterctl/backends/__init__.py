@@ -12,6 +12,7 @@ REGISTRY = {
     "local": "clusterctl.backends.local:LocalBackend",
     "docker": "clusterctl.backends.docker:DockerBackend",
     "compose": "clusterctl.backends.compose:ComposeBackend",
+    "kubernetes": "clusterctl.backends.kubernetes:KubernetesBackend",
 }
 
 

@@ -32,6 +32,10 @@ class Backend(ABC):
     """One cluster on one backend. Construct with a spec, or :meth:`attach` by name."""
 
     kind: str
+    # True when an orchestrator keeps each group at its size, replaces dead workers, retires
+    # the ones it removes and adapts (the dask-kubernetes operator): the controller then
+    # hands scale() and adapt() to the backend, and never starts or stops workers itself.
+    orchestrated: bool = False
 
     def __init__(self, spec: ClusterSpec):
         self.spec = spec
@@ -84,6 +88,14 @@ class Backend(ABC):
     @abstractmethod
     def notebook_url(self) -> str | None:
         """JupyterLab's URL with its token, or None without a notebook."""
+
+    def scale(self, group: WorkerGroup, n: int) -> None:
+        """An orchestrated backend: have its orchestrator run ``n`` workers of ``group``."""
+        raise NotImplementedError(f"{self.kind}: workers are started and stopped one by one")
+
+    def adapt(self, group: WorkerGroup, minimum: int, maximum: int) -> None:
+        """An orchestrated backend: have its orchestrator adapt ``group``'s size."""
+        raise NotImplementedError(f"{self.kind}: adaptive scaling is the controller's")
 
     @abstractmethod
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
