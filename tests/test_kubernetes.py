@@ -491,8 +491,8 @@ def test_rendered_pods_form_a_working_cluster_under_docker(images, docker_engine
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         assert sorted(w["name"] for w in workers) == [f"smoke-worker-{i}" for i in range(3)]
         assert {w["nthreads"] for w in workers} == {1}
-        futures = client.map(lambda x: x * x, range(100))
-        assert client.submit(sum, futures).result(timeout=60) == sum(x * x for x in range(100))
+        squares = client.map(pow, range(100), [2] * 100)
+        assert client.submit(sum, squares).result(timeout=60) == sum(x * x for x in range(100))
     # The notebook reaches the scheduler by its Service name, as JupyterLab's kernels would.
     (notebook,) = containers["notebook"]
     code = ("import os; from distributed import Client; "
