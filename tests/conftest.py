@@ -69,7 +69,8 @@ SUMMARY: dict[str, int] = {"faults": 0, "survived": 0, "bad": 0, "rejected": 0, 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if report.when != "call":
+    # A test whose setup failed (its cluster never came up) counts as not survived.
+    if report.when != "call" and not (report.when == "setup" and report.failed):
         return
     if item.get_closest_marker("fault"):
         SUMMARY["faults"] += 1
