@@ -278,7 +278,9 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
 
 
 @cli.command()
-@click.option("--backend", "-b", required=True, type=click.Choice(["compose", "kubernetes"]))
+@click.option(
+    "--backend", "-b", required=True, type=click.Choice(["compose", "swarm", "kubernetes"])
+)
 @spec_file_option
 @click.option(
     "--workers", "-w", type=click.IntRange(0, MAX_WORKERS), help="Workers in the first group."
@@ -297,6 +299,8 @@ def render(
     \b
     compose:    a docker-compose.yml for plain `docker compose` (ports on 127.0.0.1, plain
                 TCP inside the project's network: certificates need `clusterctl up`).
+    swarm:      a stack file for `docker stack deploy` (ports in host mode, plain TCP inside
+                the overlay network: certificates need `clusterctl up`).
     kubernetes: manifests for `kubectl apply -f -` (plain TCP inside the namespace, behind
                 a NetworkPolicy); --operator: a DaskCluster resource instead.
     """
@@ -310,6 +314,10 @@ def render(
         from clusterctl.backends.kubernetes import render_text as render_kubernetes
 
         click.echo(render_kubernetes(spec, operator=operator), nl=False)
+    elif backend == "swarm":
+        from clusterctl.backends.swarm import render_text as render_stack
+
+        click.echo(render_stack(spec), nl=False)
     else:
         from clusterctl.backends.compose import render_text
 

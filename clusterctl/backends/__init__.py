@@ -12,6 +12,7 @@ REGISTRY = {
     "local": "clusterctl.backends.local:LocalBackend",
     "docker": "clusterctl.backends.docker:DockerBackend",
     "compose": "clusterctl.backends.compose:ComposeBackend",
+    "swarm": "clusterctl.backends.swarm:SwarmBackend",
     "kubernetes": "clusterctl.backends.kubernetes:KubernetesBackend",
 }
 

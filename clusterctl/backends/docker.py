@@ -198,14 +198,7 @@ class DockerBackend(Backend):
         if container is None:
             known = ", ".join(self._member_name(c) for c in self._containers()) or "none"
             raise UserInputError(f"no scheduler or worker named {name!r}; known: {known}")
-        if not follow:
-            yield from container.logs().decode(errors="replace").splitlines()
-            return
-        buffer = b""
-        for chunk in container.logs(stream=True, follow=True):
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            yield from (line.decode(errors="replace") for line in lines)
+        yield from log_lines(container, follow)
 
     def destroy(self) -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -315,6 +308,18 @@ class DockerBackend(Backend):
             time.sleep(0.2)
         logs = container.logs().decode(errors="replace")[-3000:]
         raise ClusterctlError(f"{container.name} did not become healthy:\n{logs}")
+
+
+def log_lines(container: Any, follow: bool = False) -> Iterator[str]:
+    """A container's log, line by line; with ``follow``, until it stops."""
+    if not follow:
+        yield from container.logs().decode(errors="replace").splitlines()
+        return
+    buffer = b""
+    for chunk in container.logs(stream=True, follow=True):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        yield from (line.decode(errors="replace") for line in lines)
 
 
 def _client_or_none() -> Any | None:
