@@ -46,6 +46,10 @@ class SchedulerSpec:
     host: str
     port: int
     dashboard_port: int
+    # Container backends: the scheduler unpickles task graphs, so packages your tasks' objects
+    # need (EXTRA_PIP_PACKAGES) must reach it too, as they reach the workers.
+    env: dict[str, str]
+    mounts: tuple[Mount, ...]
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class ClusterSpec:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that :meth:`from_dict` reads back to an equal spec."""
         data = asdict(self)
+        data["scheduler"]["mounts"] = [str(m) for m in self.scheduler.mounts]
         data["workers"] = {
             g.pop("name"): {**g, "mounts": [str(m) for m in group.mounts]}
             for g, group in zip(data["workers"], self.workers, strict=True)
@@ -131,7 +136,7 @@ class ClusterSpec:
 
 # --- loading and merging -----------------------------------------------------------------
 
-_SCHEDULER_KEYS = {"host", "port", "dashboard_port"}
+_SCHEDULER_KEYS = {"host", "port", "dashboard_port", "env", "mounts"}
 _WORKER_KEYS = {
     "count",
     "threads",
@@ -277,6 +282,8 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
         dashboard_port=_check_port(
             _need(sched, "dashboard_port", "scheduler"), "scheduler.dashboard-port"
         ),
+        env=_check_mapping(sched.get("env") or {}, "scheduler.env", _check_env),
+        mounts=_check_mounts(sched.get("mounts") or [], "scheduler.mounts"),
     )
     defaults = data.get("worker", {})
     groups = data.get("workers") or {DEFAULT_GROUP: {}}

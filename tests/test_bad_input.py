@@ -41,6 +41,11 @@ SPEC_FILES = {
     "mount-format": ("worker: {mounts: [nocolon]}\n", "workers.worker.mounts[0]"),
     "mount-missing": ("worker: {mounts: ['/no/such/dir:/data']}\n", "does not exist"),
     "mount-relative-target": ("worker: {mounts: ['/tmp:data']}\n", "must be absolute"),
+    "scheduler-mount-missing": (
+        "scheduler: {mounts: ['/no/such/dir:/wheels']}\n",
+        "scheduler.mounts[0]",
+    ),
+    "scheduler-env-nested": ("scheduler: {env: {A: [1]}}\n", "scheduler.env.A"),
     "cpus-negative": ("worker: {cpus: -1}\n", "workers.worker.cpus"),
     "death-timeout-zero": ("worker: {death-timeout: 0}\n", "workers.worker.death-timeout"),
     "start-timeout-string": ("start-timeout: soon\n", "start-timeout"),

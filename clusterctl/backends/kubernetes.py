@@ -248,6 +248,11 @@ def _check_renderable(spec: ClusterSpec) -> None:
             "security.tls: Kubernetes manifests can't carry per-cluster certificates; set "
             "security.tls: false (traffic stays inside the namespace, behind the NetworkPolicy)"
         )
+    if spec.scheduler.mounts:
+        raise UserInputError(
+            "scheduler.mounts: host folders of this machine are not on Kubernetes nodes; "
+            "remove them and add a volume with a kustomize patch"
+        )
     for group in spec.workers:
         if group.mounts:
             raise UserInputError(
@@ -323,6 +328,8 @@ def _scheduler_container(spec: ClusterSpec, tag: str | None) -> dict[str, Any]:
         ["scheduler", "--port", "8786"],
         [("tcp-comm", 8786), ("http-dashboard", 8787)],
     )
+    if spec.scheduler.env:
+        container["env"] = [{"name": k, "value": v} for k, v in spec.scheduler.env.items()]
     return {**container, **_probes("http-dashboard", "/health")}
 
 
