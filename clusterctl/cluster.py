@@ -69,12 +69,23 @@ class Cluster(DaskCluster):
         self.shutdown_on_close = shutdown_on_close
         self._wait_on_start = wait
         self._workers: set[str] = set()
+        self._dashboard: str | None = None  # host:port, where the backend publishes it
         self._lost_since: dict[str, float] = {}  # registered once, then no longer: since when
         self.security = client_security(spec.name, spec.security.tls)
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=spec.name)
         if not self.asynchronous:
             self._loop_runner.start()
             self.sync(self._start)
+
+    @property
+    def dashboard_link(self) -> str:
+        """The dashboard's URL from this machine (a container's published port, say)."""
+        if self._dashboard is None:
+            return super().dashboard_link
+        from distributed.utils import format_dashboard_link
+
+        host, _, port = self._dashboard.rpartition(":")
+        return format_dashboard_link(host, int(port))
 
     @classmethod
     def from_name(cls, name: str, asynchronous: bool = False, **kwargs: Any) -> Cluster:
@@ -101,6 +112,7 @@ class Cluster(DaskCluster):
             else:
                 await asyncio.to_thread(self._check_scheduler_running)
             address = await asyncio.to_thread(self.backend.scheduler_address)
+            self._dashboard = await asyncio.to_thread(self.backend.dashboard_address)
             self.scheduler_comm = rpc(
                 address, connection_args=self.security.get_connection_args("client")
             )

@@ -73,6 +73,13 @@ case "$role" in
     esac
     exec dask worker "$address" --dashboard-address ":${DASK_WORKER_DASHBOARD_PORT:-8788}" "$@" ;;
   notebook)
+    if [ -n "${CLUSTERCTL_DASHBOARD_URL:-}" ]; then
+      # dask-labextension's sidebar shows this cluster's dashboard panes (and no launcher
+      # of other clusters); overrides.json sets the defaults users may still change.
+      mkdir -p /opt/venv/share/jupyter/lab/settings
+      printf '{"dask-labextension:plugin": {"defaultURL": "%s", "hideClusterManager": true}}\n' \
+        "$CLUSTERCTL_DASHBOARD_URL" > /opt/venv/share/jupyter/lab/settings/overrides.json
+    fi
     exec jupyter lab --ip=0.0.0.0 --port="${JUPYTER_PORT:-8888}" --no-browser \
       --ServerApp.root_dir=/home/dask "$@" ;;
   *)

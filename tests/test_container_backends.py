@@ -86,6 +86,9 @@ def test_containers_are_labelled_unprivileged_and_named_as_workers(cluster, dock
 
 def test_tls_by_default_and_a_client_without_certificates_is_refused(cluster):
     assert cluster.scheduler_address.startswith("tls://")
+    health = cluster.dashboard_link.replace("/status", "/health")  # the published port
+    with urllib.request.urlopen(health, timeout=10) as r:
+        assert r.read() == b"ok"
     assert_client_refused(cluster.scheduler_address)
     with clusterctl.connect(cluster.name) as client:
         assert client.submit(lambda: 1 + 1).result() == 2
@@ -163,10 +166,17 @@ def test_a_script_in_the_notebook_container_uses_the_cluster_and_the_mount(clust
     assert code == 0, out.decode()
     assert out.decode().strip().endswith("42")
     url = cluster.backend.notebook_url()
+    assert run_cli("notebook", "--name", cluster.name).stdout.strip() == url
     base, token = url.split("/lab?token=")
     with urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10) as ok:
         assert ok.status == 200
     assert token not in json.dumps(notebook.attrs), "the token is visible in docker inspect"
+    # dask-labextension's sidebar points at this cluster's dashboard, as a browser here sees it
+    settings = f"{base}/lab/api/settings/dask-labextension:plugin?token={token}"
+    with urllib.request.urlopen(settings, timeout=10) as response:  # overrides = defaults
+        defaults = {k: v["default"] for k, v in json.load(response)["schema"]["properties"].items()}
+    assert defaults["defaultURL"] == cluster.dashboard_link.removesuffix("/status")
+    assert defaults["hideClusterManager"] is True
 
 
 def test_status_logs_and_from_name_in_new_processes(cluster):

@@ -161,6 +161,9 @@ def test_services_are_unprivileged_and_secrets_stay_out_of_inspect(swarm, docker
             urllib.request.urlopen(f"{base}/api/sessions", timeout=10)
         with Client(cluster) as client:
             assert client.submit(lambda: 2 + 2).result() == 4
+        health = cluster.dashboard_link.replace("/status", "/health")  # the published port
+        with urllib.request.urlopen(health, timeout=10) as r:
+            assert r.read() == b"ok"
     finally:
         cluster.shutdown()
     assert ours(docker_engine, "s2") == []

@@ -85,6 +85,11 @@ class Backend(ABC):
     def scheduler_address(self) -> str:
         """The address clients on this machine use, e.g. ``tcp://127.0.0.1:8786``."""
 
+    def dashboard_address(self) -> str | None:
+        """``host:port`` where this machine reaches the dashboard, when that isn't the port
+        the scheduler reports (a container's published port); else None."""
+        return None
+
     @abstractmethod
     def notebook_url(self) -> str | None:
         """JupyterLab's URL with its token, or None without a notebook."""

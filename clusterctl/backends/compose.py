@@ -107,7 +107,8 @@ class ComposeBackend(DockerBackend):
         folder = state.cluster_dir(self.spec.name)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         file = folder / "docker-compose.yml"
-        file.write_text(yaml.safe_dump(render(self.spec), sort_keys=False))
+        rendered = render(self.spec, dashboard=self.dashboard_address())
+        file.write_text(yaml.safe_dump(rendered, sort_keys=False))
         command = [*compose_command(), "--project-name", self.spec.name, "--file", str(file)]
         done = subprocess.run([*command, *args], capture_output=True, text=True)
         if done.returncode != 0:
@@ -129,12 +130,15 @@ def compose_command() -> tuple[str, ...]:
     )
 
 
-def render(spec: ClusterSpec, *, managed: bool = True) -> dict[str, Any]:
+def render(
+    spec: ClusterSpec, *, managed: bool = True, dashboard: str | None = None
+) -> dict[str, Any]:
     """The Compose file of a cluster.
 
     ``managed``: for this backend (clusterctl's labels, per-cluster TLS files and notebook
     token from the state folder); otherwise for plain ``docker compose`` with no files
-    beside it, which can't carry TLS.
+    beside it, which can't carry TLS. ``dashboard``: ``host:port`` where a browser here
+    reaches the running scheduler's dashboard, for JupyterLab's Dask sidebar.
     """
     if spec.security.tls and not managed:
         raise UserInputError(
@@ -144,13 +148,14 @@ def render(spec: ClusterSpec, *, managed: bool = True) -> dict[str, Any]:
     sched = spec.scheduler
     address = f"{'tls' if spec.security.tls else 'tcp'}://scheduler:8786"
 
+    def outside(number: int, what: str) -> str:
+        """A published port; 0 = any free port. For plain Compose, CLUSTERCTL_<WHAT>_PORT
+        may change it."""
+        return f"${{CLUSTERCTL_{what}_PORT:-{number or ''}}}" if not managed else str(number or "")
+
     def port(number: int, inside: int, what: str) -> str:
-        """A published port in Compose's short syntax; 0 = any free port. For plain
-        Compose, CLUSTERCTL_<WHAT>_PORT may change it."""
-        outside = str(number or "")
-        if not managed:
-            outside = f"${{CLUSTERCTL_{what}_PORT:-{outside}}}"
-        return f"{sched.host}:{outside}:{inside}"
+        """A published port in Compose's short syntax."""
+        return f"{sched.host}:{outside(number, what)}:{inside}"
 
     def healthy() -> dict[str, Any]:
         return {"scheduler": {"condition": "service_healthy"}}
@@ -159,7 +164,8 @@ def render(spec: ClusterSpec, *, managed: bool = True) -> dict[str, Any]:
         labels = {ROLE: role, **({GROUP: group.name} if group else {})}
         if managed:
             labels.update({CLUSTER: spec.name, BACKEND: ComposeBackend.kind})
-        volumes = [str(m) for m in (group or spec.workers[0]).mounts] if role != "scheduler" else []
+        mounts = sched.mounts if role == "scheduler" else (group or spec.workers[0]).mounts
+        volumes = [str(m) for m in mounts]
         if spec.security.tls:
             volumes.append(f"{tls_files(spec.name).ca.parent}:{TLS_IN_CONTAINER}:ro")
         image = group.image if group and group.image else images.default_image(role)
@@ -181,6 +187,7 @@ def render(spec: ClusterSpec, *, managed: bool = True) -> dict[str, Any]:
     scheduler = service(
         "scheduler",
         command=["scheduler", "--port", "8786", *tls_args(spec)],
+        **({"environment": dict(sched.env)} if sched.env else {}),
         ports=[port(sched.port, 8786, "SCHEDULER"), port(sched.dashboard_port, 8787, "DASHBOARD")],
     )
     if spec.security.tls:
@@ -199,6 +206,10 @@ def render(spec: ClusterSpec, *, managed: bool = True) -> dict[str, Any]:
         )  # fmt: skip
     if spec.notebook.enabled:
         env = {"DASK_SCHEDULER_ADDRESS": address}
+        if dashboard is None and sched.dashboard_port:
+            dashboard = f"{sched.host}:{outside(sched.dashboard_port, 'DASHBOARD')}"
+        if dashboard:  # where a browser on this machine finds the dashboard
+            env["CLUSTERCTL_DASHBOARD_URL"] = f"http://{dashboard}"
         if managed:
             env |= {"JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(spec)}
         notebook = service(

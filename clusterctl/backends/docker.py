@@ -22,7 +22,7 @@ from clusterctl import images, state
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.security import tls_files
-from clusterctl.spec import ClusterSpec, WorkerGroup
+from clusterctl.spec import ClusterSpec, Mount, WorkerGroup
 
 CLUSTER = "io.clusterctl.cluster"
 ROLE = "io.clusterctl.role"
@@ -98,7 +98,8 @@ class DockerBackend(Backend):
             args += ["--protocol", "tls", *tls_args(self.spec)]
         self._run(
             self._image("scheduler"), ["scheduler", *args], name=f"{self.spec.name}-scheduler",
-            role="scheduler", restart=False,
+            role="scheduler", restart=False, environment=sched.env,
+            extra_volumes=self._mounts(sched.mounts),
             ports={"8786/tcp": (sched.host, sched.port or None),
                    "8787/tcp": (sched.host, sched.dashboard_port or None)},
             extra_labels={SPEC: json.dumps(self.spec.to_dict())},
@@ -129,11 +130,13 @@ class DockerBackend(Backend):
 
     def _start_notebook(self) -> None:
         token_file = self._write_notebook_token()
+        dashboard = self._published("8787/tcp", self._container("scheduler"))
         env = {"DASK_SCHEDULER_ADDRESS": self._address_in_network(),
+               "CLUSTERCTL_DASHBOARD_URL": f"http://{dashboard}",
                "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(self.spec)}  # fmt: skip
         volumes = {str(token_file.parent): {"bind": os.path.dirname(TOKEN_IN_CONTAINER),
                                             "mode": "ro"}}  # fmt: skip
-        volumes.update(self._mounts(self.spec.workers[0]))
+        volumes.update(self._mounts(self.spec.workers[0].mounts))
         self._run(
             self._image("notebook"), ["notebook"], name=f"{self.spec.name}-notebook",
             role="notebook", environment=env, extra_volumes=volumes, restart=True,
@@ -146,6 +149,10 @@ class DockerBackend(Backend):
         if container is None or not token_file.exists():
             return None
         return f"http://{self._published('8888/tcp', container)}/lab?token={token_file.read_text()}"
+
+    def dashboard_address(self) -> str | None:
+        container = self._container("scheduler")
+        return self._published("8787/tcp", container) if container is not None else None
 
     def scheduler_address(self) -> str:
         container = self._container("scheduler")
@@ -168,7 +175,7 @@ class DockerBackend(Backend):
                 self._image("worker", group),
                 ["worker", self._address_in_network(), "--name", name, *args],
                 name=name, role="worker", group=group.name, environment=group.env,
-                extra_volumes=self._mounts(group), restart=True, **limits,
+                extra_volumes=self._mounts(group.mounts), restart=True, **limits,
             )  # fmt: skip
 
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -266,9 +273,10 @@ class DockerBackend(Backend):
             for path in folder.iterdir():
                 path.chmod(0o640)
 
-    def _mounts(self, group: WorkerGroup) -> dict[str, dict[str, str]]:
+    @staticmethod
+    def _mounts(mounts: tuple[Mount, ...]) -> dict[str, dict[str, str]]:
         return {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                for m in group.mounts}  # fmt: skip
+                for m in mounts}  # fmt: skip
 
     def _address_in_network(self) -> str:
         protocol = "tls" if self.spec.security.tls else "tcp"

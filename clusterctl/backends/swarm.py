@@ -141,7 +141,8 @@ class SwarmBackend(DockerBackend):
             args += ["--protocol", "tls", *tls_args(self.spec)]
         self._create_service(
             "scheduler", ["scheduler", *args], name=f"{self.spec.name}-scheduler",
-            env=SCHEDULER_ENV, restart="none",
+            env={**SCHEDULER_ENV, **sched.env}, restart="none",
+            mounts=self._mounts(sched.mounts),
             ports={8786: sched.port, 8787: sched.dashboard_port},
             extra_labels={SPEC: json.dumps(self.spec.to_dict())},
         )  # fmt: skip
@@ -157,7 +158,7 @@ class SwarmBackend(DockerBackend):
             "notebook", ["notebook"], name=f"{self.spec.name}-notebook", env=env,
             restart="on-failure", ports={8888: self.spec.notebook.port},
             secrets=[_secret_file(secret, TOKEN_IN_CONTAINER)],
-            mounts=self._mounts(self.spec.workers[0]),
+            mounts=self._mounts(self.spec.workers[0].mounts),
         )  # fmt: skip
 
     def _create_tls_secrets(self) -> None:
@@ -203,6 +204,11 @@ class SwarmBackend(DockerBackend):
         address = self._node_address(task)
         return f"http://{address}:{port}/lab?token={token_file.read_text()}"
 
+    def dashboard_address(self) -> str | None:
+        task = self._live_task(f"{self.spec.name}-scheduler")
+        port = _published_port(task, 8787) if task else None
+        return f"{self._node_address(task)}:{port}" if port else None
+
     def scheduler_address(self) -> str:
         task = self._live_task(f"{self.spec.name}-scheduler")
         port = _published_port(task, 8786) if task else None
@@ -220,7 +226,7 @@ class SwarmBackend(DockerBackend):
             service = self._create_service(
                 "worker", ["worker", self._address_in_network(), *args], name=name,
                 group=group, env=group.env, restart="on-failure", replicas=n,
-                hostname=WORKER_HOSTNAME, mounts=self._mounts(group),
+                hostname=WORKER_HOSTNAME, mounts=self._mounts(group.mounts),
                 resources={"cpu_limit": int(limits["cpus"] * 1e9) if "cpus" in limits else None,
                            "mem_limit": limits.get("mem_limit")},
             )  # fmt: skip
@@ -558,7 +564,7 @@ def render(spec: ClusterSpec) -> dict[str, Any]:
         if limits:
             deploy["resources"] = {"limits": limits}
         if name == "scheduler":
-            service["environment"] = dict(SCHEDULER_ENV)
+            service["environment"] = {**SCHEDULER_ENV, **service.get("environment", {})}
         if service["labels"].get(ROLE) == "worker":
             service["hostname"] = WORKER_HOSTNAME
         service["deploy"] = deploy
