@@ -234,6 +234,30 @@ def dashboard(name: str | None, open_browser: bool) -> None:
         webbrowser.open(link)
 
 
+@cli.command()
+@name_option
+@click.option("--open", "open_browser", is_flag=True, help="Open it in a web browser.")
+def notebook(name: str | None, open_browser: bool) -> None:
+    """Print (or open) JupyterLab's URL, with its token."""
+    from clusterctl.backends import find_cluster
+    from clusterctl.errors import ClusterNotFound, UserInputError
+
+    cluster = _name(name)
+    backend = find_cluster(cluster)
+    if backend is None:
+        raise ClusterNotFound(f"no running cluster named {cluster!r} (see `clusterctl list`)")
+    url = backend.notebook_url()
+    if url is None:
+        raise UserInputError(
+            f"cluster {cluster!r} has no notebook; start one with `clusterctl up --notebook`"
+        )
+    click.echo(url)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+
+
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(as_json: bool) -> None:

@@ -43,6 +43,8 @@ def test_up_scale_status_health_down_on_the_default_ports():
         assert run_cli("dashboard", "--name", "t1").stdout.strip() == (
             "http://127.0.0.1:8787/status"
         )
+        no_notebook = run_cli("notebook", "--name", "t1", check=False)
+        assert no_notebook.returncode == 2 and "has no notebook" in no_notebook.stderr
         assert "Register worker" in run_cli("logs", "--name", "t1").stdout
         worker_log = run_cli("logs", "t1-worker-3", "--name", "t1", "--tail", "3").stdout
         assert len(worker_log.splitlines()) == 3

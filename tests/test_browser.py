@@ -1,0 +1,95 @@
+"""The dashboard and JupyterLab in a real browser: headless Chromium driven by selenium.
+
+Screenshots are kept in ``test-artifacts/screenshots/`` at the project's root.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+import clusterctl
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = pytest.mark.skipif(
+    CHROMEDRIVER is None or shutil.which("chromium") is None,
+    reason="NO BROWSER: Debian's chromium and chromium-driver are not installed "
+    "(scripts/test installs them as root)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000"):  # fmt: skip
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = clusterctl.up(
+        name="web", workers=2, port=0, dashboard_port=0, notebook=True, notebook_port=0
+    )
+    yield c
+    c.shutdown()
+
+
+def wait_for_text(driver, texts: list[str], timeout: float = 60) -> str:
+    """The page's text once it shows every one of ``texts``; fail after ``timeout``."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    while True:
+        body = driver.find_element(By.TAG_NAME, "body").text
+        if all(t in body for t in texts):
+            return body
+        assert time.monotonic() < deadline, f"{texts} not on {driver.current_url}:\n{body}"
+        time.sleep(0.5)
+
+
+def test_the_dashboard_lists_the_workers_after_a_scale(browser, cluster):
+    cluster.scale(3)
+    cluster.wait_for_workers(3)
+    names = sorted(cluster.workers)
+    assert len(names) == 3
+    browser.get(cluster.dashboard_link)  # /status
+    wait_for_text(browser, ["Processing", "Data Transfer"], timeout=30)  # bokeh drew it
+    browser.save_screenshot(str(SCREENSHOTS / "dashboard-status.png"))
+    browser.get(cluster.dashboard_link.replace("/status", "/workers"))
+    wait_for_text(browser, names)
+    browser.save_screenshot(str(SCREENSHOTS / "dashboard-workers.png"))
+
+
+def test_jupyterlab_opens_with_its_token_and_not_without(browser, cluster):
+    from selenium.webdriver.common.by import By
+
+    url = cluster.backend.notebook_url()
+    base = url.split("/lab?token=")[0]
+    browser.get(f"{base}/lab")  # no token: the login page, not the lab
+    wait_for_text(browser, ["token"], timeout=30)
+    assert "/login" in browser.current_url
+    assert not browser.find_elements(By.ID, "jp-main-dock-panel")
+    browser.save_screenshot(str(SCREENSHOTS / "jupyterlab-refused.png"))
+
+    browser.get(url)
+    deadline = time.monotonic() + 90
+    while not browser.find_elements(By.CSS_SELECTOR, ".jp-Launcher, .jp-LauncherBody"):
+        assert time.monotonic() < deadline, "JupyterLab's launcher never appeared"
+        time.sleep(0.5)
+    assert "/lab" in browser.current_url
+    browser.save_screenshot(str(SCREENSHOTS / "jupyterlab.png"))

@@ -1,0 +1,127 @@
+"""The example notebooks, executed top to bottom with nbclient, and checked by their output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+# Any free ports: the default ones are left to the tests that check them.
+FREE_PORTS = {
+    "DASK_CLUSTERCTL__SCHEDULER__PORT": "0",
+    "DASK_CLUSTERCTL__SCHEDULER__DASHBOARD_PORT": "0",
+}
+
+
+def run_notebook(name: str, env: dict[str, str], tmp_path: Path) -> str:
+    """Execute ``notebooks/<name>`` in a fresh kernel; return all it printed."""
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    old = dict(os.environ)
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        NotebookClient(
+            notebook, timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+def test_getting_started(backend, tmp_path, request):
+    if backend != "local":
+        request.getfixturevalue("images")  # built once per session (skips without an engine)
+    env = {"CLUSTERCTL_NAME": "nb-getting-started", "CLUSTERCTL_BACKEND": backend, **FREE_PORTS}
+    printed = run_notebook("getting-started.ipynb", env, tmp_path)
+    assert "workers: 2\n" in printed
+    assert "dashboard: http://127.0.0.1:" in printed  # the port it really has
+    assert "dashboard: http://127.0.0.1:8787" not in printed
+    assert "mean: 0.500\n" in printed
+    assert "after scale: 4\n" in printed
+    assert "after scale down: 1\n" in printed
+    assert "sum still right: True\n" in printed
+    assert f"sum: {sum(range(30))}\n" in printed
+    assert "after adapt, idle: 1\n" in printed
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+def test_dataframe_pipeline_results_outlive_the_cluster(backend, tmp_path, request):
+    import dask
+    import pandas as pd
+
+    if backend != "local":
+        request.getfixturevalue("images")
+    output = tmp_path / "output"
+    env = {
+        "CLUSTERCTL_NAME": "nb-pipeline",
+        "CLUSTERCTL_BACKEND": backend,
+        "CLUSTERCTL_OUTPUT": str(output),
+        **FREE_PORTS,
+    }
+    printed = run_notebook("dataframe-pipeline.ipynb", env, tmp_path)
+    df = dask.datasets.timeseries(start="2000-01-01", end="2000-01-15", freq="10s", seed=42)
+    expected = df.compute()
+    names = expected.name.nunique()
+    assert "workers: 2\n" in printed
+    assert f"names summarised: {names}\n" in printed and f"summary rows: {names}\n" in printed
+    assert "all x positive: True\n" in printed
+    assert f"rows kept: {(expected.x > 0).sum()}\n" in printed
+    summary = pd.read_csv(output / "summary.csv").set_index("name").sort_index()
+    means = expected.groupby("name").x.mean().sort_index()
+    assert (abs(summary.x - means) < 1e-9).all()
+
+
+# Local only, for now: on a docker cluster, run from a notebook kernel (not from a script),
+# the scheduler fails to unpickle joblib's task graph ("No module named 'urllib3'") and the
+# fit hangs; the scheduler and workers do get scikit-learn from the mounted wheels.
+@pytest.mark.parametrize("backend", ["local"])
+def test_sklearn_grid_search_runs_on_the_workers(backend, tmp_path):
+    env = {"CLUSTERCTL_NAME": "nb-sklearn", "CLUSTERCTL_BACKEND": backend, **FREE_PORTS}
+    printed = run_notebook("sklearn-joblib.ipynb", env, tmp_path)
+    assert "workers: 2\n" in printed
+    assert "best score above 0.9: True\n" in printed
+    assert "fits ran on workers: 2\n" in printed
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+def test_worker_pools_route_tasks_by_resources(backend, tmp_path, request):
+    if backend != "local":
+        request.getfixturevalue("images")
+    env = {"CLUSTERCTL_NAME": "nb-pools", "CLUSTERCTL_BACKEND": backend, **FREE_PORTS}
+    printed = run_notebook("worker-pools.ipynb", env, tmp_path)
+    assert "workers: 3\n" in printed
+    assert "BIG tasks ran on: ['nb-pools-heavy-1']\n" in printed
+    assert "only the heavy pool: True\n" in printed
+    assert "other tasks used the light pool: True\n" in printed
+    assert "after scaling the light pool: 4\n" in printed
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+def test_shipping_code_to_a_running_cluster(backend, tmp_path, request):
+    if backend != "local":
+        request.getfixturevalue("images")
+    env = {"CLUSTERCTL_NAME": "nb-shipping", "CLUSTERCTL_BACKEND": backend,
+           "CLUSTERCTL_CODE": str(tmp_path / "code"), **FREE_PORTS}  # fmt: skip
+    printed = run_notebook("shipping-code.ipynb", env, tmp_path)
+    assert "workers: 2\n" in printed
+    assert "areas: [3.14, 12.56]\n" in printed  # the uploaded version, not the first
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster_left():
+    yield
+    from clusterctl.api import down
+
+    names = ("nb-getting-started", "nb-pipeline", "nb-sklearn", "nb-pools", "nb-shipping")
+    left = [name for name in names if down(name)]  # a failed notebook leaves its cluster
+    assert not left, f"a notebook left its cluster running: {left}"
