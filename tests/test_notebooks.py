@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -81,12 +83,12 @@ def test_dataframe_pipeline_results_outlive_the_cluster(backend, tmp_path, reque
     assert (abs(summary.x - means) < 1e-9).all()
 
 
-# Local only, for now: on a docker cluster, run from a notebook kernel (not from a script),
-# the scheduler fails to unpickle joblib's task graph ("No module named 'urllib3'") and the
-# fit hangs; the scheduler and workers do get scikit-learn from the mounted wheels.
-@pytest.mark.parametrize("backend", ["local"])
-def test_sklearn_grid_search_runs_on_the_workers(backend, tmp_path):
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+def test_sklearn_grid_search_runs_on_the_workers(backend, tmp_path, request):
     env = {"CLUSTERCTL_NAME": "nb-sklearn", "CLUSTERCTL_BACKEND": backend, **FREE_PORTS}
+    if backend != "local":  # the containers install scikit-learn from these wheels
+        request.getfixturevalue("images")
+        env["CLUSTERCTL_WHEELS"] = str(wheels_of("scikit-learn", tmp_path / "wheels"))
     printed = run_notebook("sklearn-joblib.ipynb", env, tmp_path)
     assert "workers: 2\n" in printed
     assert "best score above 0.9: True\n" in printed
@@ -115,6 +117,19 @@ def test_shipping_code_to_a_running_cluster(backend, tmp_path, request):
     printed = run_notebook("shipping-code.ipynb", env, tmp_path)
     assert "workers: 2\n" in printed
     assert "areas: [3.14, 12.56]\n" in printed  # the uploaded version, not the first
+
+
+def wheels_of(package: str, folder: Path) -> Path:
+    """Wheels of ``package`` at this environment's version (and what it needs), from PyPI."""
+    from importlib.metadata import version
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+         "--dest", str(folder), f"{package}=={version(package)}"],
+        check=True, timeout=600,
+    )  # fmt: skip
+    folder.chmod(0o755)
+    return folder
 
 
 @pytest.fixture(autouse=True)
