@@ -6,6 +6,7 @@ and takes it out again afterwards, leaving the engine as it found it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,12 +14,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import docker.errors
 import pytest
 from distributed import Client, wait
 
 import clusterctl
 from clusterctl import state
 from clusterctl.backends.base import port_is_free
+from clusterctl.backends.swarm import single_node_swarm
 from tests.conftest import assert_client_refused, free_port, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -43,21 +46,15 @@ def swarm(docker_engine, images):
     """The engine as a single-node swarm manager; as it was before, afterwards.
 
     Before initialising it, ``up --backend swarm`` is tried (and must be refused)."""
-    was_active = docker_engine.info()["Swarm"]["LocalNodeState"] == "active"
-    had_gwbridge = bool(docker_engine.networks.list(names=["docker_gwbridge"]))
     refusal = None
-    if not was_active:
+    if docker_engine.info()["Swarm"]["LocalNodeState"] != "active":
         refusal = run_cli("up", "--backend", "swarm", "--name", "s0", check=False)
+    with contextlib.ExitStack() as stack:
         try:
-            docker_engine.swarm.init(advertise_addr="127.0.0.1")
-        except Exception as exc:  # an engine that can't do swarm mode: say why, loudly
+            stack.enter_context(single_node_swarm(docker_engine))
+        except docker.errors.APIError as exc:  # an engine that can't do swarm mode: loudly
             pytest.skip(f"SWARM TESTS SKIPPED: `docker swarm init` failed here: {exc}")
-    yield {"refusal": refusal}
-    if not was_active:
-        docker_engine.swarm.leave(force=True)
-        if not had_gwbridge:  # made by `swarm init`; `swarm leave` doesn't remove it
-            for network in docker_engine.networks.list(names=["docker_gwbridge"]):
-                network.remove()
+        yield {"refusal": refusal}
 
 
 def test_up_is_refused_when_the_engine_is_not_a_swarm_manager(swarm):

@@ -447,6 +447,24 @@ class SwarmBackend(DockerBackend):
         return self.client.info()["Swarm"]["NodeID"]
 
 
+@contextlib.contextmanager
+def single_node_swarm(client: Any) -> Iterator[None]:
+    """The engine as a single-node swarm manager on loopback for the duration, and as it was
+    afterwards (for tests and benchmarks; an active swarm is used and left alone)."""
+    if client.info()["Swarm"]["LocalNodeState"] == "active":
+        yield
+        return
+    had_gwbridge = bool(client.networks.list(names=["docker_gwbridge"]))
+    client.swarm.init(advertise_addr="127.0.0.1")
+    try:
+        yield
+    finally:
+        client.swarm.leave(force=True)
+        if not had_gwbridge:  # made by `swarm init`; `swarm leave` doesn't remove it
+            for network in client.networks.list(names=["docker_gwbridge"]):
+                network.remove()
+
+
 def _manager_client() -> Any | None:
     """The engine's client when it is a swarm manager, else None (nothing to find)."""
     from clusterctl.backends.docker import _client_or_none
