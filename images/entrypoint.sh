@@ -71,6 +71,13 @@ case "$role" in
       *" --name"*) ;;
       *) set -- --name "$(cat /etc/hostname)" "$@" ;;
     esac
+    # No per-worker Bokeh dashboard unless asked for (--dashboard), as with LocalCluster's
+    # workers: importing Bokeh costs each worker ~0.8 s of CPU at start, and the port is
+    # not published. Its HTTP server (/health, /metrics) runs either way.
+    case " $* " in
+      *" --dashboard "*|*" --no-dashboard "*) ;;
+      *) set -- --no-dashboard "$@" ;;
+    esac
     exec dask worker "$address" --dashboard-address ":${DASK_WORKER_DASHBOARD_PORT:-8788}" "$@" ;;
   notebook)
     if [ -n "${CLUSTERCTL_DASHBOARD_URL:-}" ]; then

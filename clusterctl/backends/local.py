@@ -153,7 +153,7 @@ class LocalBackend(Backend):
             args = ["-m", "distributed.cli.dask_worker", address, "--name", name,
                     "--nthreads", str(group.threads), "--nworkers", "1",
                     "--memory-limit", str(group.memory_limit),
-                    "--death-timeout", f"{group.death_timeout:g}",
+                    "--death-timeout", f"{group.death_timeout:g}", "--no-dashboard",
                     *self._tls_args()]  # fmt: skip
             if host not in ("0.0.0.0", "::"):
                 args += ["--host", host]
