@@ -1,6 +1,7 @@
 """Run the benchmarks: `python -m benchmarks [--quick] [--only NAME ...]`.
 
-Results go to benchmarks/results/latest.json (and are printed). Figures are measured,
+A full run writes benchmarks/results/latest.json, its chart latest.png, and the README's
+tables; a quick one (CI's) writes results/quick.json and quick.png. Figures are measured,
 never asserted: tests check behaviour, this checks speed and size.
 """
 
@@ -10,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -20,17 +22,24 @@ RESULTS = Path(__file__).with_name("results")
 def machine() -> dict[str, object]:
     import psutil
 
+    cpuinfo = Path("/proc/cpuinfo")
+    models = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text()) if cpuinfo.exists() else []
     info: dict[str, object] = {
         "cores": os.cpu_count(),
+        "cpu": models[0] if models else platform.processor(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
+        "docker_engine": None,
+        "storage_driver": None,
     }
     try:
         import docker
 
-        info["docker_engine"] = docker.from_env().version()["Version"]
-    except Exception:
-        info["docker_engine"] = None
+        engine = docker.from_env()
+        info["docker_engine"] = engine.version()["Version"]
+        info["storage_driver"] = engine.info()["Driver"]
+    except Exception:  # no engine: the container backends aren't measured either
+        pass
     return info
 
 
@@ -38,18 +47,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (CI)")
     parser.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
-    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--output", type=Path, help="results JSON (default: results/"
+                        "latest.json, or quick.json in quick mode)")  # fmt: skip
     args = parser.parse_args()
+    output = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
 
-    report: dict[str, object] = {"machine": machine(), "quick": args.quick,
-                                 "date": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    date = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    report: dict[str, object] = {"machine": machine(), "quick": args.quick, "date": date}
     for suite in args.only:
         print(f"== {suite}")
         module = __import__(f"benchmarks.{suite}", fromlist=["run"])
         report[suite] = module.run(quick=args.quick)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {args.output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {output}")
+    from benchmarks.report import LATEST, publish
+
+    publish(report, output, readme=output.resolve() == LATEST and not args.quick)
 
 
 if __name__ == "__main__":

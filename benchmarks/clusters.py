@@ -4,27 +4,34 @@
 - scale 1→8 (until all 8 run) and graceful 8→1 (until one is left);
 - throughput: tiny tasks per second on 2 one-thread workers; a dask.array reduction;
 - transfer: one worker fetching another's array (MB/s);
-- ``clusterctl --help`` and ``clusterctl status`` latency.
+- ``clusterctl --help``, and ``clusterctl status`` of each backend's cluster;
+- where a container cold start's time goes, read off the engine's own records.
 
 LocalCluster gets the same shape: one-thread worker processes behind nannies. Tasks are
 builtins (pickled by reference), as code shipped to containers must be importable there.
-Containers run with their defaults (TLS on); the local backend with its (plain TCP).
+Containers run with their defaults (TLS on); the local backend with its (plain TCP). The
+swarm backend is measured on a single-node swarm made for the run when the engine is not
+in one (and left again afterwards).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from distributed import Client, LocalCluster
 
 BASELINE = "LocalCluster"
+CONTAINER_BACKENDS = ("docker", "compose", "swarm")
+PROFILE_WORKERS = 4
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -33,54 +40,79 @@ def run(quick: bool = False) -> dict[str, Any]:
     repeats = 1 if quick else 3
     tasks = 2_000 if quick else 20_000
     megabytes = 50 if quick else 200
-    results: dict[str, Any] = {"repeats": repeats, "tasks": tasks, "transfer_mb": megabytes}
-    backends = available_backends()
-    for backend in [BASELINE, *backends]:
-        print(f"-- {backend}", flush=True)
-        figures: dict[str, Any] = {}
-        for n in sizes:
-            figures[f"cold_start_{n}_s"] = measure(repeats, lambda n=n, b=backend: cold_start(b, n))
-        up, down = zip(*(scale_up_down(backend, scale_to) for _ in range(repeats)), strict=True)
-        figures[f"scale_1_to_{scale_to}_s"] = summary(up)
-        figures[f"scale_{scale_to}_to_1_s"] = summary(down)
-        with cluster(backend, 2) as client:
-            client.submit(int, 1).result()  # warm connections
-            figures["tasks_per_s"] = measure(repeats, lambda: throughput(client, tasks))
-            figures["array_reduction_s"] = measure(repeats, lambda: reduction(client))
-            figures["transfer_mb_per_s"] = measure(repeats, lambda: transfer(client, megabytes))
-        results[backend] = figures
-        for key, value in figures.items():
-            print(f"   {key:24} {value['median']:10.3f}  (spread {value['spread']:.3f})")
-    results["ratios"] = ratios(results, backends)
-    results["cli"] = {
-        "help_s": measure(repeats, lambda: timed_command("--help")),
-        "status_s": cli_status(repeats),
-    }
+    results: dict[str, Any] = {"repeats": repeats, "tasks": tasks, "transfer_mb": megabytes,
+                               "sizes": sizes, "scale_to": scale_to,
+                               "profile_workers": PROFILE_WORKERS}  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        backends = available_backends(stack)
+        results["backends"] = [BASELINE, *backends]
+        for backend in [BASELINE, *backends]:
+            print(f"-- {backend}", flush=True)
+            figures: dict[str, Any] = {}
+            for n in sizes:
+                cold = lambda n=n, b=backend: cold_start(b, n)  # noqa: E731
+                figures[f"cold_start_{n}_s"] = measure(repeats, cold)
+            up, down = zip(*(scale_up_down(backend, scale_to) for _ in range(repeats)), strict=True)
+            figures[f"scale_1_to_{scale_to}_s"] = summary(up)
+            figures[f"scale_{scale_to}_to_1_s"] = summary(down)
+            with cluster(backend, 2) as client:
+                client.submit(int, 1).result()  # warm connections
+                figures["tasks_per_s"] = measure(repeats, lambda: throughput(client, tasks))
+                figures["array_reduction_s"] = measure(repeats, lambda: reduction(client))
+                figures["transfer_mb_per_s"] = measure(repeats, lambda: transfer(client, megabytes))
+                if backend != BASELINE:
+                    status = lambda b=backend: timed_command("status", "--name", f"bench-{b}")  # noqa: E731
+                    figures["status_s"] = measure(repeats, status)
+            results[backend] = figures
+            for key, value in figures.items():
+                print(f"   {key:24} {value['median']:10.3f}  (spread {value['spread']:.3f})")
+        results["ratios"] = ratios(results, backends)
+        results["help_s"] = measure(repeats, lambda: timed_command("--help"))
+        print(f"   clusterctl --help         {results['help_s']['median']:.3f} s")
+        results["startup_profile"] = {
+            backend: startup_profile(backend, PROFILE_WORKERS)
+            for backend in [BASELINE, *backends]
+            if backend in (BASELINE, *CONTAINER_BACKENDS)
+        }
+        if "docker" in backends:
+            results["imports"] = import_times()
+            with cluster("docker", 2, tls=False) as client:  # what TLS costs
+                client.submit(int, 1).result()
+                results["docker_without_tls"] = {
+                    "tasks_per_s": measure(repeats, lambda: throughput(client, tasks)),
+                    "transfer_mb_per_s": measure(repeats, lambda: transfer(client, megabytes)),
+                }
     return results
 
 
-def available_backends() -> list[str]:
+def available_backends(stack: contextlib.ExitStack) -> list[str]:
+    """local, and the container backends the engine here can run (swarm: entered on stack)."""
     backends = ["local"]
     try:
         import docker
 
-        client = docker.from_env()
-        client.ping()
+        engine = docker.from_env()
+        engine.ping()
         from clusterctl.images import default_image, image_exists
 
-        if image_exists(client, default_image("worker")):
-            backends.append("docker")
-            from clusterctl.backends.compose import compose_command
+        if not image_exists(engine, default_image("worker")):
+            raise RuntimeError(f"no image {default_image('worker')}: clusterctl image build")
+        backends.append("docker")
+        from clusterctl.backends.compose import compose_command
 
-            compose_command()
-            backends.append("compose")
-    except Exception as exc:  # no engine, no images, or no Compose: measured where there is
-        print(f"   (container backends skipped: {exc})", flush=True)
+        compose_command()
+        backends.append("compose")
+        from clusterctl.backends.swarm import single_node_swarm
+
+        stack.enter_context(single_node_swarm(engine))
+        backends.append("swarm")
+    except Exception as exc:  # no engine, no images, no Compose, no swarm: measure the rest
+        print(f"   (container backends after {backends[-1]} skipped: {exc})", flush=True)
     return backends
 
 
 @contextmanager
-def cluster(backend: str, n: int) -> Iterator[Client]:
+def cluster(backend: str, n: int, tls: bool | None = None) -> Iterator[Client]:
     """A client of a fresh cluster of ``n`` one-thread workers, removed afterwards."""
     if backend == BASELINE:
         with (
@@ -94,7 +126,7 @@ def cluster(backend: str, n: int) -> Iterator[Client]:
     import clusterctl
 
     c = clusterctl.up(name=f"bench-{backend}", backend=backend, workers=n, threads=1,
-                      port=0, dashboard_port=0)  # fmt: skip
+                      port=0, dashboard_port=0, tls=tls)  # fmt: skip
     try:
         with Client(c) as client:
             client.cluster = c
@@ -153,30 +185,137 @@ def timed_command(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def cli_status(repeats: int) -> dict[str, float]:
-    import clusterctl
+# What a container's log says when each step is done (distributed's own log lines).
+LOG_MARKS = {"scheduler": "Scheduler at:", "nanny": "Start Nanny at:",
+             "worker": "Start worker at:", "registered": "Registered to:"}  # fmt: skip
 
-    c = clusterctl.up(name="bench-status", workers=1, port=0, dashboard_port=0)
-    try:
-        return measure(repeats, lambda: timed_command("status", "--name", "bench-status"))
-    finally:
-        c.shutdown()
+
+def startup_profile(backend: str, n: int) -> dict[str, float]:
+    """Where a cold start of ``n`` workers goes: seconds after ``up()`` was called, and the
+    CPU seconds spent (here, and in the containers) by the time it returned.
+
+    Container steps come from the engine's records of each container (created, started)
+    and the timestamps it keeps of their log lines: the scheduler listening; each worker's
+    nanny listening, its worker process listening, registered (medians over the workers).
+    LocalCluster's processes are all this one and its children.
+    """
+    import psutil
+
+    here = psutil.Process()
+    before = cpu_seconds(here)
+    called = time.time()
+    if backend == BASELINE:
+        with cluster(backend, n):
+            returned = time.time()
+            spent = cpu_seconds(here) + sum(cpu_seconds(p) for p in here.children(True))
+        return {"up_returned": round(returned - called, 2),
+                "cpu_here_s": round(spent - before, 2)}  # fmt: skip
+    import docker
+
+    from clusterctl.backends.docker import CLUSTER
+
+    engine = docker.from_env()
+    with cluster(backend, n):
+        returned = time.time()
+        spent = cpu_seconds(here)
+        label = {"label": f"{CLUSTER}=bench-{backend}"}
+        containers = engine.containers.list(filters=label)
+        marks = [container_marks(c) for c in containers]
+        in_containers = (
+            sum(
+                c.stats(stream=False, one_shot=True)["cpu_stats"]["cpu_usage"]["total_usage"]
+                for c in containers
+            )
+            / 1e9
+        )
+    scheduler = next(m for m in marks if m["role"] == "scheduler")
+    workers = [m for m in marks if m["role"] == "worker"]
+
+    def after(step: str) -> float:
+        return round(statistics.median(w[step] - called for w in workers), 2)
+
+    return {
+        "scheduler_started": round(scheduler["started"] - called, 2),
+        "scheduler_listening": round(scheduler["scheduler"] - called, 2),
+        "worker_created": after("created"),
+        "worker_started": after("started"),
+        "worker_nanny_listening": after("nanny"),
+        "worker_process_listening": after("worker"),
+        "worker_registered": after("registered"),
+        "last_registered": round(max(w["registered"] for w in workers) - called, 2),
+        "up_returned": round(returned - called, 2),
+        "cpu_here_s": round(spent - before, 2),
+        "cpu_containers_s": round(in_containers, 2),
+    }
+
+
+def cpu_seconds(process: Any) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def container_marks(container: Any) -> dict[str, Any]:
+    """A container's role, and when it was created, started and logged each LOG_MARKS line."""
+    from clusterctl.backends.docker import ROLE
+
+    state = container.attrs
+    marks: dict[str, Any] = {"role": container.labels.get(ROLE),
+                             "created": epoch(state["Created"]),
+                             "started": epoch(state["State"]["StartedAt"])}  # fmt: skip
+    for line in container.logs(timestamps=True).decode(errors="replace").splitlines():
+        stamp, _, text = line.partition(" ")
+        for step, words in LOG_MARKS.items():
+            if words in text and step not in marks:
+                marks[step] = epoch(stamp)
+    return marks
+
+
+def epoch(stamp: str) -> float:
+    """Seconds since the epoch of the engine's RFC 3339 timestamps (nanoseconds, UTC)."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(whole + "+00:00").timestamp()
+    return seconds + float(f"0.{fraction or 0}")
+
+
+def import_times() -> dict[str, float]:
+    """Seconds to import what ``dask worker`` imports, here and in the worker image, and to
+    run an empty container of that image."""
+    import docker
+
+    from clusterctl.images import default_image
+
+    engine, image = docker.from_env(), default_image("worker")
+    code = ("import time; t = time.perf_counter(); import distributed.cli.dask_worker; "
+            "print(time.perf_counter() - t)")  # fmt: skip
+    here = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True).stdout  # fmt: skip
+    inside = engine.containers.run(image, ["-c", code], entrypoint="python", remove=True)
+    start = time.perf_counter()
+    engine.containers.run(image, entrypoint="true", remove=True)
+    empty = time.perf_counter() - start
+    return {"import_dask_worker_here_s": round(float(here), 2),
+            "import_dask_worker_in_image_s": round(float(inside), 2),
+            "run_empty_container_s": round(empty, 2)}  # fmt: skip
 
 
 def ratios(results: dict[str, Any], backends: list[str]) -> dict[str, dict[str, float]]:
     """Each backend's median over LocalCluster's: times >1 are slower, rates <1 are."""
     base = results[BASELINE]
     return {
-        backend: {k: round(v["median"] / base[k]["median"], 2) for k, v in results[backend].items()}
+        backend: {
+            k: round(v["median"] / base[k]["median"], 2)
+            for k, v in results[backend].items()
+            if k in base
+        }
         for backend in backends
     }
 
 
-def measure(repeats: int, fn: Callable[[], float]) -> dict[str, float]:
+def measure(repeats: int, fn: Callable[[], float]) -> dict[str, Any]:
     return summary([fn() for _ in range(repeats)])
 
 
-def summary(values: Any) -> dict[str, float]:
+def summary(values: Any) -> dict[str, Any]:
     values = list(values)
     return {
         "median": round(statistics.median(values), 4),
