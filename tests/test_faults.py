@@ -17,6 +17,7 @@ import pytest
 from distributed import Client
 
 import clusterctl
+from clusterctl.cluster import destroy_cluster
 from tests.conftest import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -129,3 +130,19 @@ def test_a_worker_cut_off_from_the_network_is_replaced(cluster):
         took = wait_for(replaced, 240, "the cut-off worker replaced")
         print(f"cut-off worker replaced in {took:.1f} s")
         assert client.submit(sum, [1, 2], pure=False).result() == 3
+
+
+@pytest.mark.fault("down while a scale-down is still removing a worker")
+def test_down_racing_a_scale_down_leaves_nothing_and_raises_nothing(images, docker_engine):
+    c = clusterctl.up(name="fault-race", backend="docker", workers=2, port=0, dashboard_port=0)
+    c.close()
+    backend = c.backend
+    # The race an adaptive scale-down can run with `down`, made certain: `down` lists the
+    # containers, then the scale-down removes one of them before `down` gets to it.
+    listed = backend._containers()
+    backend.stop_workers([sorted(m.name for m in backend.members() if m.role == "worker")[0]])
+    backend._containers = lambda: listed
+    destroy_cluster(backend)
+    label = {"label": "io.clusterctl.cluster=fault-race"}
+    assert docker_engine.containers.list(all=True, filters=label) == []
+    assert docker_engine.networks.list(filters=label) == []

@@ -9,6 +9,7 @@ failure (a killed or crashed worker comes back); a retired worker exits 0 and st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -416,13 +417,28 @@ def container_limits(group: WorkerGroup) -> dict[str, Any]:
 
 
 def _stop_and_remove(container: Any) -> None:
-    container.update(restart_policy={"Name": "no"})  # or the engine would bring it back
-    container.stop(timeout=10)
-    container.remove(v=True, force=True)
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):  # `destroy` may get there first
+        container.update(restart_policy={"Name": "no"})  # or the engine would bring it back
+        container.stop(timeout=10)
+    _remove(container)
 
 
 def _remove(container: Any) -> None:
-    container.remove(v=True, force=True)
+    """Remove a container; one already gone, or being removed by a scale-down that is still
+    running when `destroy` comes, counts as removed (waited for in the second case)."""
+    import docker.errors
+
+    try:
+        container.remove(v=True, force=True)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: "removal of container … is already in progress"
+            raise
+        with contextlib.suppress(docker.errors.NotFound):
+            container.wait(condition="removed", timeout=60)
 
 
 def _sort_key(name: str) -> tuple[int, str, int]:
