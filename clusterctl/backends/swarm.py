@@ -461,8 +461,31 @@ def single_node_swarm(client: Any) -> Iterator[None]:
     finally:
         client.swarm.leave(force=True)
         if not had_gwbridge:  # made by `swarm init`; `swarm leave` doesn't remove it
-            for network in client.networks.list(names=["docker_gwbridge"]):
+            _remove_gwbridge(client)
+
+
+def _remove_gwbridge(client: Any) -> None:
+    """Remove the engine's docker_gwbridge; if a stale endpoint keeps it (moby/moby#37018),
+    after 10 s leave it with a warning rather than fail: the next `swarm init` reuses it."""
+    import warnings
+
+    import docker.errors
+
+    for network in client.networks.list(names=["docker_gwbridge"]):
+        for _ in range(10):
+            try:
                 network.remove()
+                break
+            except docker.errors.APIError as exc:
+                if "active endpoints" not in str(exc):
+                    raise
+                time.sleep(1)
+        else:
+            warnings.warn(
+                "docker_gwbridge (made by `docker swarm init`) still holds a stale endpoint "
+                "after `swarm leave` and was left; restarting the engine clears it",
+                stacklevel=2,
+            )
 
 
 def _manager_client() -> Any | None:
