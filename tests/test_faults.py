@@ -17,6 +17,7 @@ import pytest
 from distributed import Client
 
 import clusterctl
+from clusterctl import state
 from clusterctl.cluster import destroy_cluster
 from tests.conftest import run_cli
 
@@ -142,7 +143,14 @@ def test_down_racing_a_scale_down_leaves_nothing_and_raises_nothing(images, dock
     listed = backend._containers()
     backend.stop_workers([sorted(m.name for m in backend.members() if m.role == "worker")[0]])
     backend._containers = lambda: listed
-    destroy_cluster(backend)
     label = {"label": "io.clusterctl.cluster=fault-race"}
-    assert docker_engine.containers.list(all=True, filters=label) == []
-    assert docker_engine.networks.list(filters=label) == []
+    try:
+        destroy_cluster(backend)
+        assert docker_engine.containers.list(all=True, filters=label) == []
+        assert docker_engine.networks.list(filters=label) == []
+    finally:  # if it failed, what it left must not outlive the test
+        for container in docker_engine.containers.list(all=True, filters=label):
+            container.remove(force=True)
+        for network in docker_engine.networks.list(filters=label):
+            network.remove()
+        state.remove("fault-race")
