@@ -472,15 +472,11 @@ def _remove_gwbridge(client: Any) -> None:
     import docker.errors
 
     for network in client.networks.list(names=["docker_gwbridge"]):
-        for _ in range(10):
-            try:
-                network.remove()
-                break
-            except docker.errors.APIError as exc:
-                if "active endpoints" not in str(exc):
-                    raise
-                time.sleep(1)
-        else:
+        try:
+            _remove_network(network, within=10)
+        except docker.errors.APIError as exc:
+            if "active endpoints" not in str(exc):
+                raise
             warnings.warn(
                 "docker_gwbridge (made by `docker swarm init`) still holds a stale endpoint "
                 "after `swarm leave` and was left; restarting the engine clears it",
@@ -566,11 +562,12 @@ def _remove(client: Any, container_id: str) -> None:
         client.api.remove_container(container_id, v=True, force=True)
 
 
-def _remove_network(network: Any) -> None:
-    """Remove an overlay network; swarm detaches the last tasks from it a moment late."""
+def _remove_network(network: Any, within: float = 30) -> None:
+    """Remove a network, retrying for ``within`` seconds: swarm detaches the last tasks
+    from its networks a moment late."""
     import docker.errors
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + within
     while True:
         try:
             network.remove()
