@@ -161,9 +161,9 @@ def status(name: str | None = None) -> dict[str, Any]:
 
 def list_clusters() -> list[tuple[str, str]]:
     """``(name, backend)`` of every running cluster on this machine."""
-    from clusterctl.backends import all_clusters
+    from clusterctl.backends import survey
 
-    return all_clusters()
+    return [(f.name, f.backend) for f in survey()]
 
 
 async def discover() -> AsyncIterator[tuple[str, type]]:

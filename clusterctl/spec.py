@@ -24,7 +24,8 @@ from clusterctl.errors import SpecError
 BACKENDS = ("local", "docker", "compose", "swarm", "kubernetes")
 DEFAULT_GROUP = "worker"
 MAX_WORKERS = 1000
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_NAME = 40
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESOURCE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
@@ -130,8 +131,22 @@ class ClusterSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> ClusterSpec:
-        """Validate a complete spec mapping, such as :meth:`to_dict` wrote (no defaults)."""
-        return _build(_normalise(data, _SPEC_KEYS, source, ""))
+        """Validate a complete spec mapping, such as :meth:`to_dict` wrote (no defaults).
+
+        For a stored spec: its host folders are not looked for again (one may have been
+        removed since; the cluster must still be found, and removed).
+        """
+        return _build(_normalise(data, _SPEC_KEYS, source, ""), stored=True)
+
+    @classmethod
+    def placeholder(cls, name: str, backend: str) -> ClusterSpec:
+        """The packaged defaults under this name and backend: what is known of a cluster
+        whose own spec can't be read, enough to find and remove what is left of it."""
+        from clusterctl.config import DEFAULTS_FILE
+
+        defaults = yaml.safe_load(DEFAULTS_FILE.read_text())["clusterctl"]
+        data = _normalise({**defaults, "name": name, "backend": backend}, _SPEC_KEYS, "", "")
+        return _build(data, stored=True)
 
 
 # --- loading and merging -----------------------------------------------------------------
@@ -270,8 +285,8 @@ def _need(data: Mapping[str, Any], key: str, where: str) -> Any:
     return data[key]
 
 
-def _build(data: dict[str, Any]) -> ClusterSpec:
-    name = _check_name(_need(data, "name", "spec"), "name", max_len=40)
+def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
+    name = check_cluster_name(_need(data, "name", "spec"))
     backend = _need(data, "backend", "spec")
     if backend not in BACKENDS:
         raise SpecError(f"backend: must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -283,12 +298,13 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
             _need(sched, "dashboard_port", "scheduler"), "scheduler.dashboard-port"
         ),
         env=_check_mapping(sched.get("env") or {}, "scheduler.env", _check_env),
-        mounts=_check_mounts(sched.get("mounts") or [], "scheduler.mounts"),
+        mounts=_check_mounts(sched.get("mounts") or [], "scheduler.mounts", stored),
     )
     defaults = data.get("worker", {})
     groups = data.get("workers") or {DEFAULT_GROUP: {}}
     workers = tuple(
-        _build_group(_check_group_name(gname), {**defaults, **g}) for gname, g in groups.items()
+        _build_group(_check_group_name(gname), {**defaults, **g}, stored)
+        for gname, g in groups.items()
     )
     nb = _need(data, "notebook", "spec")
     notebook = NotebookSpec(
@@ -302,9 +318,16 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
     tls = _need(_need(data, "security", "spec"), "tls", "security")
     if tls not in (True, False, "auto"):
         raise SpecError(f"security.tls: must be true, false or auto, got {_kind(tls)}")
-    # auto: on where clusterctl hands certificates to containers; off for local processes
-    # (loopback) and Kubernetes (manifests can't carry them; a NetworkPolicy guards instead)
-    security = SecuritySpec(tls=backend not in ("local", "kubernetes") if tls == "auto" else tls)
+    # auto: on wherever clusterctl holds the certificates, local processes included (any
+    # user of this machine reaches 127.0.0.1); off for Kubernetes (manifests can't carry
+    # them; a NetworkPolicy guards instead)
+    security = SecuritySpec(tls=backend != "kubernetes" if tls == "auto" else tls)
+    if not security.tls and backend != "kubernetes" and not _is_loopback(scheduler.host):
+        raise SpecError(
+            f"scheduler.host: {scheduler.host} can be reached from other machines, and without "
+            "TLS anyone who reaches it runs code as you; keep security.tls on, or bind to "
+            "127.0.0.1"
+        )
     timeout = _check_number(_need(data, "start_timeout", "spec"), "start-timeout", 1, 3600)
     return ClusterSpec(
         name=name,
@@ -317,7 +340,7 @@ def _build(data: dict[str, Any]) -> ClusterSpec:
     )
 
 
-def _build_group(name: str, g: dict[str, Any]) -> WorkerGroup:
+def _build_group(name: str, g: dict[str, Any], stored: bool) -> WorkerGroup:
     p = f"workers.{name}"
     return WorkerGroup(
         name=name,
@@ -329,7 +352,7 @@ def _build_group(name: str, g: dict[str, Any]) -> WorkerGroup:
         resources=_check_mapping(g.get("resources") or {}, f"{p}.resources", _check_resource),
         env=_check_mapping(g.get("env") or {}, f"{p}.env", _check_env),
         image=_check_image(g.get("image"), f"{p}.image"),
-        mounts=_check_mounts(g.get("mounts") or [], f"{p}.mounts"),
+        mounts=_check_mounts(g.get("mounts") or [], f"{p}.mounts", stored),
     )
 
 
@@ -391,6 +414,25 @@ def _check_name(value: Any, where: str, max_len: int) -> str:
             f"digits and '-', starting and ending with a letter or digit), got {value!r}"
         )
     return value
+
+
+def check_cluster_name(value: Any) -> str:
+    """``value`` if it is a valid cluster name, else :class:`SpecError` naming the rules."""
+    return _check_name(value, "name", max_len=MAX_NAME)
+
+
+def is_cluster_name(value: Any) -> bool:
+    """Whether ``value`` is a valid cluster name."""
+    return isinstance(value, str) and len(value) <= MAX_NAME and bool(_DNS_LABEL.match(value))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_group_name(value: Any) -> str:
@@ -462,7 +504,7 @@ def _check_image(value: Any, where: str) -> str | None:
     return value
 
 
-def _check_mounts(value: Any, where: str) -> tuple[Mount, ...]:
+def _check_mounts(value: Any, where: str, stored: bool) -> tuple[Mount, ...]:
     if not isinstance(value, list):
         raise SpecError(f"{where}: must be a list of 'host-path:container-path[:ro]'")
     mounts = []
@@ -474,7 +516,7 @@ def _check_mounts(value: Any, where: str) -> tuple[Mount, ...]:
         source = os.path.abspath(os.path.expanduser(parts[0]))
         if not parts[1].startswith("/"):
             raise SpecError(f"{here}: the container path must be absolute, got {parts[1]!r}")
-        if not os.path.isdir(source) or not os.access(source, os.R_OK | os.X_OK):
+        if not stored and (not os.path.isdir(source) or not os.access(source, os.R_OK | os.X_OK)):
             raise SpecError(f"{here}: the host folder {source} does not exist or is not readable")
         mounts.append(Mount(source, parts[1], len(parts) == 3 and parts[2] == "ro"))
     return tuple(mounts)

@@ -61,7 +61,7 @@ def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 # The fault suite's figures: faults injected (tests marked `fault`) and survived (passed),
-# bad inputs tried (tests of test_bad_input.py) and rejected, and our objects left over.
+# bad inputs tried (tests marked `bad_input`) and rejected, and our objects left over.
 SUMMARY: dict[str, int] = {"faults": 0, "survived": 0, "bad": 0, "rejected": 0, "left": -1}
 
 
@@ -75,7 +75,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if item.get_closest_marker("fault"):
         SUMMARY["faults"] += 1
         SUMMARY["survived"] += report.passed
-    if item.module.__name__.endswith("test_bad_input"):
+    if item.get_closest_marker("bad_input"):
         SUMMARY["bad"] += 1
         SUMMARY["rejected"] += report.passed
 
@@ -139,6 +139,43 @@ def images(docker_engine) -> dict[str, str]:
             "set CLUSTERCTL_TEST_REUSE_IMAGES=1 to use images built before"
         )
     return build_images(base="debian", fresh=True, progress=log)
+
+
+class Bystander:
+    """A running cluster that bad input aimed at other clusters must leave untouched."""
+
+    def __init__(self) -> None:
+        import clusterctl
+
+        self.cluster = clusterctl.up(name="bystander", workers=1, port=0, dashboard_port=0)
+        self.name = self.cluster.name
+        self.members = self._members()
+        from distributed import Client
+
+        self.client = Client(self.cluster)
+
+    def _members(self) -> list[tuple[str, str]]:
+        return sorted((m.name, m.detail) for m in self.cluster.backend.members() if m.running)
+
+    def assert_untouched(self) -> None:
+        """Same processes as at the start, every one running, and it still computes."""
+        from clusterctl import state
+
+        assert self.name in state.names(), "the bystander's state folder is gone"
+        assert self._members() == self.members, "the bystander's processes changed"
+        assert self.client.submit(sum, [1, 1], pure=False).result(timeout=30) == 2
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bystander() -> Iterator[Bystander]:
+    """A running local cluster for this module's bad inputs to leave alone."""
+    b = Bystander()
+    yield b
+    b.close()
 
 
 def assert_client_refused(address: str) -> None:

@@ -11,6 +11,8 @@ from clusterctl import state
 from clusterctl.cli import cli
 from tests.conftest import free_port, run_cli
 
+pytestmark = pytest.mark.bad_input
+
 SPEC_FILES = {
     "yaml-error": ("workers: [1, 2\n", "not valid YAML"),
     "not-a-mapping": ("- a\n- b\n", "must be a mapping"),

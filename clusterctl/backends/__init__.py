@@ -1,11 +1,19 @@
-"""Backends: where a cluster's scheduler and workers run. See :mod:`.base`."""
+"""Backends: where a cluster's scheduler and workers run. See :mod:`.base`.
+
+Discovery reads each cluster on its own: one cluster with a damaged state is reported as
+broken, and never keeps ``list``, ``up`` or ``down`` from working on the others.
+"""
 
 from __future__ import annotations
 
 import importlib
+import logging
+from dataclasses import dataclass
 
 from clusterctl.backends.base import Backend, Member
-from clusterctl.errors import SpecError
+from clusterctl.errors import ClusterctlError, ClusterNotFound, SpecError
+
+logger = logging.getLogger(__name__)
 
 # Backend name -> "module:Class"; modules are imported only when used.
 REGISTRY = {
@@ -15,6 +23,16 @@ REGISTRY = {
     "swarm": "clusterctl.backends.swarm:SwarmBackend",
     "kubernetes": "clusterctl.backends.kubernetes:KubernetesBackend",
 }
+
+
+@dataclass(frozen=True)
+class Found:
+    """A cluster as discovery sees it."""
+
+    name: str
+    backend: str
+    status: str  # "running" | "stopped" (its scheduler is gone) | "broken"
+    problem: str = ""  # why it is broken
 
 
 def backend_class(kind: str) -> type[Backend]:
@@ -29,18 +47,68 @@ def backend_class(kind: str) -> type[Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
-def find_cluster(name: str) -> Backend | None:
-    """The backend of the running cluster ``name``, whichever backend it is on."""
+def find_all(name: str) -> list[Backend]:
+    """The backends holding anything of cluster ``name`` (usually one; broken ones too)."""
+    found = []
     for kind in REGISTRY:
         cls = backend_class(kind)
-        if name in cls.cluster_names():
-            return cls.attach(name)
-    return None
+        if name in cls.cluster_names() and (backend := cls.attach(name)) is not None:
+            found.append(backend)
+    return found
 
 
-def all_clusters() -> list[tuple[str, str]]:
-    """``(name, backend)`` of every running cluster on this machine."""
-    return [(name, kind) for kind in REGISTRY for name in backend_class(kind).cluster_names()]
+def find_cluster(name: str) -> Backend | None:
+    """The backend of cluster ``name``, whichever backend it is on (it may be broken)."""
+    found = find_all(name)
+    usable = [b for b in found if b.problem is None]
+    return (usable or found or [None])[0]
 
 
-__all__ = ["REGISTRY", "Backend", "Member", "all_clusters", "backend_class", "find_cluster"]
+def get_cluster(name: str) -> Backend:
+    """The backend of the usable cluster ``name``; a clear error if there is none."""
+    backend = find_cluster(name)
+    if backend is None:
+        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    if backend.problem:
+        raise ClusterctlError(
+            f"cluster {name!r} is broken: {backend.problem}; `clusterctl down {name}` "
+            "removes what is left of it"
+        )
+    return backend
+
+
+def survey() -> list[Found]:
+    """Every cluster of every backend on this machine, each read on its own."""
+    found = []
+    for kind in REGISTRY:
+        cls = backend_class(kind)
+        for name in cls.cluster_names():
+            found.append(_inspect(cls, name))
+    return [f for f in found if f is not None]
+
+
+def _inspect(cls: type[Backend], name: str) -> Found | None:
+    try:
+        backend = cls.attach(name)
+        if backend is None:  # gone since it was listed
+            return None
+        if backend.problem:
+            return Found(name, cls.kind, "broken", backend.problem)
+        running = any(m.role == "scheduler" and m.running for m in backend.members())
+        return Found(name, cls.kind, "running" if running else "stopped")
+    except Exception as exc:  # reported, never in the way of the other clusters
+        logger.debug("reading cluster %s failed", name, exc_info=True)
+        return Found(name, cls.kind, "broken", f"{type(exc).__name__}: {exc}"[:300])
+
+
+__all__ = [
+    "REGISTRY",
+    "Backend",
+    "Found",
+    "Member",
+    "backend_class",
+    "find_all",
+    "find_cluster",
+    "get_cluster",
+    "survey",
+]

@@ -37,18 +37,25 @@ class Backend(ABC):
     # hands scale() and adapt() to the backend, and never starts or stops workers itself.
     orchestrated: bool = False
 
-    def __init__(self, spec: ClusterSpec):
+    def __init__(self, spec: ClusterSpec, problem: str | None = None):
         self.spec = spec
+        # Why this cluster can't be used, when attach() found its remains but not a readable
+        # spec (a damaged state folder, a network whose containers are gone): ``spec`` is
+        # then a placeholder, and only members() and destroy() make sense.
+        self.problem = problem
 
     @classmethod
     @abstractmethod
     def cluster_names(cls) -> list[str]:
-        """Names of this backend's clusters on this machine (stale ones are cleaned)."""
+        """Names of this backend's clusters here: running, stopped, or only remains (a
+        state folder, a labelled network). Reads only; never changes anything."""
 
     @classmethod
     @abstractmethod
     def attach(cls, name: str) -> Backend | None:
-        """The backend of an existing cluster, read back from where its state lives."""
+        """The backend of cluster ``name``, read back from where its state lives; None when
+        this backend has no trace of it. A damaged state never raises: the backend returned
+        has :attr:`problem` set and :meth:`destroy` removes whatever can be found."""
 
     def preflight(self) -> None:
         """Refuse to start when a published port is taken; subclasses add their checks."""
