@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from distributed import Client
 
+    from clusterctl.backends import Found
     from clusterctl.cluster import Cluster
     from clusterctl.spec import ClusterSpec
 
@@ -101,40 +102,64 @@ def connect(name: str | None = None, asynchronous: bool = False, **kwargs: Any) 
     """A ``distributed.Client`` of a running cluster (the default one if ``name`` is None)."""
     from distributed import Client
 
-    from clusterctl.backends import find_cluster
-    from clusterctl.errors import ClusterNotFound
+    from clusterctl.backends import get_cluster
     from clusterctl.security import client_security
 
     name = name or default_name()
-    backend = find_cluster(name)
-    if backend is None:
-        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    backend = get_cluster(name)
     kwargs.setdefault("security", client_security(name, backend.spec.security.tls))
     return Client(backend.scheduler_address(), asynchronous=asynchronous, **kwargs)
 
 
 def down(name: str | None = None) -> bool:
-    """Stop a cluster and remove all it left; False if there was none of that name."""
-    from clusterctl.backends import find_cluster
+    """Stop a cluster and remove all it left, also of a damaged one; False if nothing of
+    that name was found."""
+    from clusterctl.backends import find_all
     from clusterctl.cluster import destroy_cluster
 
-    backend = find_cluster(name or default_name())
-    if backend is None:
-        return False
-    destroy_cluster(backend)
-    return True
+    found = find_all(name or default_name())
+    for backend in found:
+        destroy_cluster(backend)
+    return bool(found)
+
+
+def adapt(
+    name: str | None = None,
+    minimum: int = 0,
+    maximum: int | None = None,
+    group: str | None = None,
+) -> bool:
+    """Have the cluster's supervisor scale ``group`` with the load, between ``minimum`` and
+    ``maximum`` workers; ``maximum=None`` turns adaptive scaling off. It outlives this
+    process. Returns whether adaptive scaling was on before."""
+    from clusterctl import state, supervisor
+    from clusterctl.backends import get_cluster
+    from clusterctl.errors import UserInputError
+    from clusterctl.spec import MAX_WORKERS
+
+    name = name or default_name()
+    if maximum is not None and not 0 <= minimum <= maximum <= MAX_WORKERS:
+        raise UserInputError(
+            f"--minimum/--maximum: need 0 <= minimum <= maximum <= {MAX_WORKERS}, "
+            f"got {minimum} and {maximum}"
+        )
+    get_cluster(name).spec.group(group)  # an unknown group is an input error, before anything
+    with state.locked(name):
+        get_cluster(name)  # still there, now that nothing else changes it
+        was_on = supervisor.adapt_settings(name) is not None
+        settings = None if maximum is None else {"minimum": minimum, "maximum": maximum}
+        supervisor.set_adapt(name, settings and {**settings, "group": group})
+        supervisor.ensure_running(name)
+    return was_on
 
 
 def status(name: str | None = None) -> dict[str, Any]:
     """A report on a cluster; with a dead scheduler, what the backend still sees."""
-    from clusterctl.backends import find_cluster
+    from clusterctl.backends import get_cluster
     from clusterctl.cluster import Cluster
-    from clusterctl.errors import ClusterNotFound
 
     name = name or default_name()
-    backend = find_cluster(name)
-    if backend is None:
-        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    backend = get_cluster(name)
     members = backend.members()
     if any(m.role == "scheduler" and m.running for m in members):
         cluster = Cluster(backend.spec, backend=backend)
@@ -159,16 +184,18 @@ def status(name: str | None = None) -> dict[str, Any]:
     }
 
 
-def list_clusters() -> list[tuple[str, str]]:
-    """``(name, backend)`` of every running cluster on this machine."""
+def list_clusters() -> list[Found]:
+    """Every cluster on this machine: name, backend, and status ("running", "stopped" when
+    its scheduler is gone, "broken" with the problem when its state can't be read)."""
     from clusterctl.backends import survey
 
-    return [(f.name, f.backend) for f in survey()]
+    return survey()
 
 
 async def discover() -> AsyncIterator[tuple[str, type]]:
     """dask-ctl's ``dask_cluster_discovery`` entry point: ``(name, Cluster)`` pairs."""
     from clusterctl.cluster import Cluster
 
-    for name, _backend in list_clusters():
-        yield name, Cluster
+    for found in list_clusters():
+        if found.status == "running":
+            yield found.name, Cluster

@@ -125,12 +125,10 @@ def scale(n: int, name: str | None, group: str | None, wait: bool) -> None:
     cluster = Cluster.from_name(name)
     try:
         cluster.spec.group(group)  # an unknown group is an input error, before anything
-        if supervisor.adapt_settings(name):
-            click.echo("Adaptive scaling turned off.", err=True)
-            supervisor.start(name)
-        elif not supervisor.running(name):
-            supervisor.start(name)
+        was_adaptive = supervisor.adapt_settings(name) is not None
         cluster.scale(n, group)
+        if was_adaptive:
+            click.echo("Adaptive scaling turned off.", err=True)
         if wait:
             _wait_with_progress(cluster)
         click.echo(f"Cluster {name!r}: {_workers(cluster)}")
@@ -153,25 +151,17 @@ def adapt(
     machine, so it keeps working after this command exits; `scale` and `adapt --off`
     turn it off.
     """
-    from clusterctl import supervisor
-    from clusterctl.backends import find_cluster
-    from clusterctl.errors import ClusterNotFound, UserInputError
+    from clusterctl.api import adapt as set_adapt
+    from clusterctl.errors import UserInputError
 
     name = _name(name)
-    backend = find_cluster(name)
-    if backend is None:
-        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
     if off:
-        was_on = supervisor.adapt_settings(name) is not None
-        supervisor.start(name)
+        was_on = set_adapt(name, maximum=None)
         click.echo("Adaptive scaling turned off." if was_on else "Adaptive scaling was off.")
         return
     if maximum is None:
         raise UserInputError("--maximum: required (or --off)")
-    if minimum > maximum:
-        raise UserInputError(f"--minimum ({minimum}) must not exceed --maximum ({maximum})")
-    backend.spec.group(group)
-    supervisor.start(name, {"minimum": minimum, "maximum": maximum, "group": group})
+    set_adapt(name, minimum, maximum, group)
     click.echo(f"Cluster {name!r} adapts between {minimum} and {maximum} workers.")
 
 
@@ -202,13 +192,9 @@ def logs(process: str, name: str | None, follow: bool, tail: int | None) -> None
     """Print the log of the scheduler (default) or of a worker (by name)."""
     from itertools import islice
 
-    from clusterctl.backends import find_cluster
-    from clusterctl.errors import ClusterNotFound
+    from clusterctl.backends import get_cluster
 
-    name = _name(name)
-    backend = find_cluster(name)
-    if backend is None:
-        raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    backend = get_cluster(_name(name))
     lines = backend.logs(process, follow=follow)
     if tail:
         total = sum(1 for _ in backend.logs(process))
@@ -239,14 +225,11 @@ def dashboard(name: str | None, open_browser: bool) -> None:
 @click.option("--open", "open_browser", is_flag=True, help="Open it in a web browser.")
 def notebook(name: str | None, open_browser: bool) -> None:
     """Print (or open) JupyterLab's URL, with its token."""
-    from clusterctl.backends import find_cluster
-    from clusterctl.errors import ClusterNotFound, UserInputError
+    from clusterctl.backends import get_cluster
+    from clusterctl.errors import UserInputError
 
     cluster = _name(name)
-    backend = find_cluster(cluster)
-    if backend is None:
-        raise ClusterNotFound(f"no running cluster named {cluster!r} (see `clusterctl list`)")
-    url = backend.notebook_url()
+    url = get_cluster(cluster).notebook_url()
     if url is None:
         raise UserInputError(
             f"cluster {cluster!r} has no notebook; start one with `clusterctl up --notebook`"
@@ -261,19 +244,21 @@ def notebook(name: str | None, open_browser: bool) -> None:
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(as_json: bool) -> None:
-    """Clusters running on this machine."""
+    """Clusters on this machine: running, stopped (scheduler gone), or broken."""
     import json
+    from dataclasses import asdict
 
     from clusterctl.api import list_clusters
 
-    clusters = [{"name": n, "backend": b} for n, b in list_clusters()]
+    clusters = list_clusters()
     if as_json:
-        click.echo(json.dumps(clusters, indent=2))
+        click.echo(json.dumps([asdict(c) for c in clusters], indent=2))
     elif not clusters:
         click.echo("No clusters.")
     else:
         for c in clusters:
-            click.echo(f"{c['name']}\t{c['backend']}")
+            problem = f"\t{c.problem}; `clusterctl down {c.name}` removes it" if c.problem else ""
+            click.echo(f"{c.name}\t{c.backend}\t{c.status}{problem}")
 
 
 @cli.command()
@@ -291,14 +276,22 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
     if all_:
         if cluster or name:
             raise UserInputError("--all: give either a name or --all, not both")
-        names = [n for n, _ in list_clusters()]
+        names = sorted({c.name for c in list_clusters()})
     else:
         names = [_name(cluster or name)]
+    failed = 0
     for n in names:
-        if stop_cluster(n):
-            click.echo(f"Cluster {n!r} is down.")
-        else:
-            click.echo(f"No cluster named {n!r}; nothing to do.")
+        try:
+            done = stop_cluster(n)
+        except ClusterctlError as exc:
+            if not all_:
+                raise
+            click.echo(f"Error: cluster {n!r}: {exc}", err=True)
+            failed += 1
+            continue
+        click.echo(f"Cluster {n!r} is down." if done else f"No cluster named {n!r}; nothing to do.")
+    if failed:
+        sys.exit(1)
 
 
 @cli.command()

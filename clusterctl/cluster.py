@@ -31,8 +31,8 @@ from distributed.versions import VersionMismatchWarning, get_versions
 from distributed.versions import error_message as version_error_message
 from tornado.ioloop import IOLoop
 
-from clusterctl import state, supervisor
-from clusterctl.backends import Backend, backend_class, find_cluster
+from clusterctl import state, supervisor, waiting
+from clusterctl.backends import Backend, backend_class, find_all, get_cluster
 from clusterctl.errors import ClusterctlError, ClusterNotFound, UserInputError
 from clusterctl.security import client_security, create_tls_files
 from clusterctl.spec import ClusterSpec
@@ -90,9 +90,7 @@ class Cluster(DaskCluster):
     @classmethod
     def from_name(cls, name: str, asynchronous: bool = False, **kwargs: Any) -> Cluster:
         """Attach to the running cluster ``name`` (dask-ctl's discovery contract)."""
-        backend = find_cluster(name)
-        if backend is None:
-            raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+        backend = get_cluster(name)
         return cls(backend.spec, backend=backend, asynchronous=asynchronous, **kwargs)
 
     def __await__(self):
@@ -106,42 +104,61 @@ class Cluster(DaskCluster):
     # --- start and stop -------------------------------------------------------------------
 
     async def _start(self) -> None:
-        try:
-            if self._creating:
+        if not self._creating:
+            await asyncio.to_thread(self._check_scheduler_running)
+            await self._connect()
+            return
+        # One lock from the check to the supervisor: of two `up` of one name, one makes the
+        # cluster and the other then finds it; a failed start removes only what it made.
+        async with self._exclusive(check=False):
+            await asyncio.to_thread(self._claim)
+            try:
                 await asyncio.to_thread(self._create)
-            else:
-                await asyncio.to_thread(self._check_scheduler_running)
-            address = await asyncio.to_thread(self.backend.scheduler_address)
-            self._dashboard = await asyncio.to_thread(self.backend.dashboard_address)
-            self.scheduler_comm = rpc(
-                address, connection_args=self.security.get_connection_args("client")
-            )
-            await super()._start()
-            await self._refresh()
-            if mismatch := await self._version_mismatch():
-                warnings.warn(mismatch, VersionMismatchWarning, stacklevel=2)
-            if self._creating:
+                await self._connect()
                 await self._refresh()
                 if self._wait_on_start:
                     await self._wait_for_workers(timeout=self.spec.start_timeout)
                 if not self.backend.orchestrated:  # its orchestrator keeps it as asked
-                    await asyncio.to_thread(supervisor.start, self.name)
-        except BaseException:
-            if self._creating:
+                    await asyncio.to_thread(supervisor.ensure_running, self.name)
+            except BaseException:
                 await super()._close()
-                await asyncio.to_thread(destroy_cluster, self.backend)
-            raise
+                await asyncio.to_thread(_destroy_locked, self.backend)
+                raise
+
+    async def _connect(self) -> None:
+        address = await asyncio.to_thread(self.backend.scheduler_address)
+        self._dashboard = await asyncio.to_thread(self.backend.dashboard_address)
+        self.scheduler_comm = rpc(
+            address, connection_args=self.security.get_connection_args("client")
+        )
+        await super()._start()
+        await self._refresh()
+        if mismatch := await self._version_mismatch():
+            warnings.warn(mismatch, VersionMismatchWarning, stacklevel=2)
+
+    def _claim(self) -> None:
+        """Refuse a name in use; take over one whose cluster stopped entirely (its processes
+        or containers all gone: a reboot, say); then claim the folder with the spec."""
+        for existing in find_all(self.name):
+            if existing.problem:
+                raise UserInputError(
+                    f"name: what is left of a cluster named {self.name!r} is damaged "
+                    f"({existing.problem}); remove it with `clusterctl down {self.name}` "
+                    "or choose another --name"
+                )
+            if any(m.running for m in existing.members()):
+                raise UserInputError(
+                    f"name: a cluster named {self.name!r} already runs (backend "
+                    f"{existing.kind}); stop it with `clusterctl down {self.name}` "
+                    "or choose another --name"
+                )
+            logger.info("Removing what is left of the stopped cluster %r", self.name)
+            _destroy_locked(existing)
+        state.write_json(state.cluster_dir(self.name) / state.SPEC, self.spec.to_dict())
 
     def _create(self) -> None:
         """Check, make certificates, start the scheduler and the first workers (they connect
         once the scheduler answers, so their start overlaps its), wait until it answers."""
-        existing = find_cluster(self.spec.name)
-        if existing is not None:
-            raise UserInputError(
-                f"name: a cluster named {self.spec.name!r} already runs (backend "
-                f"{existing.kind}); stop it with `clusterctl down {self.spec.name}` "
-                "or choose another --name"
-            )
         self.backend.preflight()
         if self.spec.security.tls:
             create_tls_files(self.spec.name)
@@ -212,11 +229,34 @@ class Cluster(DaskCluster):
             Adaptive=functools.partial(Adaptive or GroupAdaptive, group=name), **kwargs
         )
 
-    async def _scale(self, n: int, group: str | None = None) -> None:
+    def follow_adapt_settings(self, settings: dict[str, Any] | None) -> None:
+        """Adapt as the cluster's settings say (see :mod:`clusterctl.supervisor`), or stop
+        adapting when they are None. The supervisor calls this when they change."""
+        if settings is None:
+            if self._adaptive is not None:
+                self._adaptive.stop()
+                self._adaptive = None
+            return
+        self.adapt(
+            minimum=settings["minimum"],
+            maximum=settings["maximum"],
+            group=settings["group"],
+            supervised=True,
+        )
+
+    async def _scale(self, n: int, group: str | None = None, by_adaptive: bool = False) -> None:
+        """Scale a group; unless ``by_adaptive``, this turns adaptive scaling off (the user
+        asked for a size), and (re)starts a supervisor to keep it."""
         target = self.spec.group(group)
-        self.spec = self.spec.with_count(target.name, n)
+        spec = self.spec.with_count(target.name, n)
         async with self._exclusive():
+            if by_adaptive and not await asyncio.to_thread(supervisor.adapt_settings, self.name):
+                return  # adaptive scaling was turned off while this step was under way
+            self.spec = spec
             self._save_count(target.name, n)
+            if not by_adaptive and not self.backend.orchestrated:
+                await asyncio.to_thread(supervisor.set_adapt, self.name, None)
+                await asyncio.to_thread(supervisor.ensure_running, self.name)
             await self._scale_unlocked(n, target.name)
 
     async def _scale_unlocked(self, n: int, group: str) -> None:
@@ -270,9 +310,13 @@ class Cluster(DaskCluster):
         await asyncio.to_thread(self.backend.stop_workers, names)
         await self._refresh()
 
-    async def _scale_down(self, names: list[str], retire: bool = False) -> None:
+    async def _scale_down(
+        self, names: list[str], retire: bool = False, by_adaptive: bool = False
+    ) -> None:
         """Remove named workers (retiring them first if ``retire``) and lower the counts."""
         async with self._exclusive():
+            if by_adaptive and not await asyncio.to_thread(supervisor.adapt_settings, self.name):
+                return  # adaptive scaling was turned off while this step was under way
             members = await asyncio.to_thread(self.backend.members)
             for group in self.spec.workers:
                 left = [m for m in members if m.group == group.name and m.running]
@@ -313,22 +357,35 @@ class Cluster(DaskCluster):
         since = self._lost_since.get(name, -1.0)
         return since >= 0 and now - since > CUT_OFF
 
-    def _exclusive(self) -> Any:
-        """The cluster's lock (across processes), held while workers are added or removed."""
+    def _exclusive(self, check: bool = True) -> Any:
+        """The cluster's lock (across processes), held while workers are added or removed;
+        with ``check``, an error if the cluster was removed meanwhile (by `down`)."""
 
         @contextlib.asynccontextmanager
         async def hold():
             lock = state.locked(self.name)
             await asyncio.to_thread(lock.__enter__)
             try:
+                if check and not await asyncio.to_thread(self._still_here):
+                    raise ClusterNotFound(
+                        f"cluster {self.name!r} is gone: it was removed (`clusterctl down`?)"
+                    )
                 yield
             finally:
                 lock.__exit__(None, None, None)
 
         return hold()
 
+    def _still_here(self) -> bool:
+        backend = type(self.backend).attach(self.name)
+        return backend is not None and backend.problem is None
+
     def _counts(self) -> dict[str, int]:
-        return state.read_json(state.cluster_dir(self.name) / COUNTS) or {}
+        try:
+            counts = state.read_json(state.cluster_dir(self.name) / COUNTS)
+        except state.BrokenState:
+            counts = None  # the spec's counts stand in until the next scale writes them
+        return counts if isinstance(counts, dict) else {}
 
     def _save_count(self, group: str, n: int) -> None:
         state.write_json(state.cluster_dir(self.name) / COUNTS, {**self._counts(), group: n})
@@ -363,28 +420,33 @@ class Cluster(DaskCluster):
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
-        await self._refresh()
-        wanted = len(self._workers) if n_workers is None else n_workers
-        deadline = asyncio.get_running_loop().time() + (timeout or self.spec.start_timeout)
-        last = -1
-        while True:
+        timeout = timeout or self.spec.start_timeout
+        seen = {"running": 0, "wanted": 0}
+
+        async def arrived() -> bool:
+            members = await asyncio.to_thread(self.backend.members)
+            workers = [m for m in members if m.role == "worker"]
+            # All the backend runs, unless told: a `scale` from elsewhere moves the goal.
+            wanted = sum(m.running for m in workers) if n_workers is None else n_workers
             identity = await self.scheduler_comm.identity()
             running = sum(1 for w in identity["workers"].values() if w["status"] == "running")
-            if progress and running != last:
+            if progress and (running, wanted) != (seen["running"], seen["wanted"]):
                 progress(running, wanted)
-                last = running
+            seen.update(running=running, wanted=wanted)
             if running >= wanted:
-                return
-            members = await asyncio.to_thread(self.backend.members)
-            if dead := [m.name for m in members if m.role == "worker" and not m.running]:
+                return True
+            if dead := [m.name for m in workers if not m.running]:
                 log = "\n".join(list(self.backend.logs(dead[0]))[-20:])
                 raise ClusterctlError(f"worker {dead[0]} exited while starting:\n{log}")
-            if asyncio.get_running_loop().time() > deadline:
-                raise ClusterctlError(
-                    f"only {running} of {wanted} workers were running after "
-                    f"{timeout or self.spec.start_timeout:g} s (see `clusterctl logs`)"
-                )
-            await asyncio.sleep(0.1)
+            return False
+
+        await waiting.until_async(
+            arrived,
+            timeout=timeout,
+            what=f"the workers of cluster {self.name!r} to start (see `clusterctl logs`)",
+            detail=lambda: f"only {seen['running']} of {seen['wanted']} workers were running",
+        )
+        await self._refresh()
 
     def describe(self) -> dict[str, Any]:
         """Workers, threads, memory, tasks, versions and scaling mode, for ``status``."""
@@ -445,10 +507,15 @@ class Cluster(DaskCluster):
 
 
 class GroupAdaptive(Adaptive):
-    """Dask's ``Adaptive`` confined to one worker group; other groups keep their size."""
+    """Dask's ``Adaptive`` confined to one worker group; other groups keep their size.
 
-    def __init__(self, cluster: Cluster, group: str, **kwargs: Any):
+    ``supervised``: run by the supervisor for the cluster's adapt settings, so each step
+    first checks, under the cluster's lock, that they are still on.
+    """
+
+    def __init__(self, cluster: Cluster, group: str, supervised: bool = False, **kwargs: Any):
         self.group = group
+        self.supervised = supervised
         super().__init__(cluster, **kwargs)
 
     def _group_workers(self) -> set[str]:
@@ -471,17 +538,24 @@ class GroupAdaptive(Adaptive):
         # Retired and removed under the cluster's lock, so the supervisor never takes a
         # retired worker for a dead one and brings it back.
         if workers:
-            await self.cluster._scale_down(list(workers), retire=True)
+            await self.cluster._scale_down(list(workers), retire=True, by_adaptive=self.supervised)
 
     async def scale_up(self, n: int) -> None:
         mine = await asyncio.to_thread(self._group_workers)
         others = len(self.cluster.workers - mine)
-        await self.cluster._scale(max(n - others, 0), self.group)
+        await self.cluster._scale(max(n - others, 0), self.group, by_adaptive=self.supervised)
 
 
 def destroy_cluster(backend: Backend) -> None:
-    """Stop everything of a cluster, even one whose scheduler is gone, and forget it."""
-    supervisor.stop(backend.spec.name)
+    """Stop everything of a cluster, even one whose scheduler is gone or whose state is
+    damaged, and forget it; under the cluster's lock, so nothing it starts meanwhile
+    (a `scale` racing this) outlives it."""
+    with state.locked(backend.spec.name):
+        _destroy_locked(backend)
+
+
+def _destroy_locked(backend: Backend) -> None:
+    supervisor.kill(backend.spec.name)
     backend.destroy()
     state.remove(backend.spec.name)
 

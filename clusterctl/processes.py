@@ -1,7 +1,13 @@
 """Detached OS processes: start them so they outlive us, recognise them, stop them.
 
 A process is identified by its pid *and* its start time, so a recycled pid is never
-mistaken for ours.
+mistaken for ours. The start time is the kernel's, counted from boot (``/proc/PID/stat``),
+so a wall clock stepped by NTP or by hand changes nothing; elsewhere psutil's wall-clock
+start time is compared with a tolerance.
+
+Every process clusterctl starts also carries ``CLUSTERCTL_STATE=<its cluster's folder>``
+in its environment, so what a record lost (a crash between start and record, a damaged
+folder) is still found by :func:`find_by_marker`.
 """
 
 from __future__ import annotations
@@ -10,53 +16,112 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
+
+from clusterctl import state
+
+MARKER = "CLUSTERCTL_STATE"  # environment variable naming the cluster folder a process is of
+TOLERANCE = 1.0  # seconds between two readings of one wall-clock start time (non-Linux)
 
 
 @dataclass(frozen=True)
 class ProcessRecord:
     pid: int
-    started: float
+    started: float  # seconds since boot (Linux), else psutil's wall-clock start time
     log: str
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> ProcessRecord:
-        return cls(pid=int(data["pid"]), started=float(data["started"]), log=str(data["log"]))
+    def from_dict(cls, data: Any) -> ProcessRecord:
+        """A record as :meth:`to_dict` wrote it; :class:`state.BrokenState` otherwise."""
+        try:
+            record = cls(pid=data["pid"], started=data["started"], log=data["log"])
+        except (TypeError, KeyError) as exc:
+            raise state.BrokenState(f"not a process record (missing {exc})") from None
+        if isinstance(record.pid, bool) or not isinstance(record.pid, int) or record.pid <= 1:
+            raise state.BrokenState(f"not a process record (pid {record.pid!r:.40})")
+        if isinstance(record.started, bool) or not isinstance(record.started, (int, float)):
+            raise state.BrokenState(f"not a process record (started {record.started!r:.40})")
+        if not isinstance(record.log, str):
+            raise state.BrokenState("not a process record (log is not a path)")
+        return record
 
 
-def spawn(command: list[str], log: Path, env: Mapping[str, str] | None = None) -> ProcessRecord:
-    """Start ``command`` in its own session, output appended to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+def spawn(command: list[str], log: Path, env: Mapping[str, str], folder: Path) -> ProcessRecord:
+    """Start ``command`` in its own session, output appended to ``log``, marked as a
+    process of the cluster whose folder is ``folder``."""
+    fd = state.open_log(log)
+    try:
         proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=out,
+            stdout=fd,
             stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
+            env={**env, MARKER: str(folder)},
             start_new_session=True,
         )
+    except OSError as exc:
+        raise state.BrokenState(f"cannot start {command[0]}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return ProcessRecord(pid=proc.pid, started=start_time(proc.pid) or 0.0, log=str(log))
+
+
+def start_time(pid: int) -> float | None:
+    """When process ``pid`` started, in :attr:`ProcessRecord.started`'s units; None if it
+    doesn't exist."""
+    if sys.platform.startswith("linux"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        # Field 22, after the command name (which may hold spaces and parentheses).
+        ticks = int(stat.rpartition(")")[2].split()[19])
+        return ticks / os.sysconf("SC_CLK_TCK")
     try:
-        started = psutil.Process(proc.pid).create_time()
-    except psutil.NoSuchProcess:
-        started = 0.0
-    return ProcessRecord(pid=proc.pid, started=started, log=str(log))
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def is_alive(record: ProcessRecord) -> bool:
+    """Whether the recorded process still runs (not a zombie, not a recycled pid)."""
+    started = start_time(record.pid)
+    if started is None:
+        return False
+    same = (
+        started == record.started
+        if sys.platform.startswith("linux")
+        else abs(started - record.started) <= TOLERANCE
+    )
     try:
-        proc = psutil.Process(record.pid)
-        return proc.create_time() == record.started and proc.status() != psutil.STATUS_ZOMBIE
+        return same and psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def find_by_marker(folder: Path) -> list[psutil.Process]:
+    """This user's live processes marked as belonging to the cluster folder ``folder``."""
+    me, mine = os.getpid(), os.geteuid()
+    found = []
+    for proc in psutil.process_iter(["uids"]):
+        try:
+            if proc.pid == me or proc.info["uids"].real != mine:
+                continue
+            if proc.environ().get(MARKER) == str(folder) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 def stop(records: Iterable[ProcessRecord], grace: float = 10.0) -> None:
@@ -71,6 +136,17 @@ def stop(records: Iterable[ProcessRecord], grace: float = 10.0) -> None:
             alive = [r for r in alive if is_alive(r) or _group_alive(r.pid)]
         if not alive:
             return
+
+
+def kill(procs: Iterable[psutil.Process]) -> None:
+    """SIGKILL processes found by :func:`find_by_marker` (with their process groups)."""
+    procs = list(procs)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) == proc.pid:
+                _signal_group(proc.pid, signal.SIGKILL)
+            proc.kill()
+    psutil.wait_procs(procs, timeout=5)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -90,9 +166,13 @@ def _group_alive(pgid: int) -> bool:
 
 
 def tail(path: str | Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of a log file ("" if it is missing)."""
+    """The last ``lines`` lines of a log file ("" if it is missing or unreadable)."""
     try:
-        text = Path(path).read_text(errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return ""
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(fd).st_size
+        f.seek(max(size - 65536, 0))
+        text = f.read(65536).decode(errors="replace")
     return "\n".join(text.splitlines()[-lines:])

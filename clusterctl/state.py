@@ -135,8 +135,19 @@ def stored_backend(name: str) -> str | None:
 
 
 def remove(name: str) -> None:
-    """Remove cluster ``name``'s folder (call it with the cluster's lock held)."""
-    shutil.rmtree(cluster_dir(name), ignore_errors=True)
+    """Empty cluster ``name``'s folder but for its lock, which the caller holds; releasing
+    that lock then removes the folder."""
+    folder = cluster_dir(name)
+    try:
+        entries = [folder / entry for entry in os.listdir(folder) if entry != LOCK]
+    except FileNotFoundError:
+        return
+    for path in entries:
+        if _is_real_dir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 # --- files --------------------------------------------------------------------------------
@@ -212,9 +223,9 @@ def open_log(path: Path) -> int:
 def locked(name: str, timeout: float = LOCK_TIMEOUT) -> Iterator[Path]:
     """Hold cluster ``name``'s lock; yields its folder (made if missing).
 
-    The lock file lives in the cluster's folder, so ``down`` removes it with the folder
-    while holding it: a command that was waiting then locks the folder made anew. A folder
-    left holding nothing but the lock is removed on release.
+    The lock file lives in the cluster's folder. A folder left holding nothing but the
+    lock (after ``down``, or a refused ``up``) is removed on release, lock included; a
+    command that was waiting for it then locks the folder made anew.
     """
     while True:
         folder = make_cluster_dir(name)

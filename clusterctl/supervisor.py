@@ -2,16 +2,23 @@
 
 Every cluster this machine creates gets one (``python -m clusterctl.supervisor NAME``).
 Once a second it calls :meth:`Cluster.reconcile`, which replaces workers that died or were
-cut off, up to the count ``scale`` last asked for; after ``clusterctl adapt`` it also runs
-Dask's own ``Adaptive``. It attaches with :meth:`Cluster.from_name` like any other client,
-exits when the scheduler goes away, and is stopped by ``down``. Its pid and settings live
-in the cluster's state folder; if it is killed, ``clusterctl scale`` or ``adapt`` start a
-new one, and ``status`` says whether one runs.
+cut off, up to the count ``scale`` last asked for; while the cluster's adapt settings are
+on, it also runs Dask's own ``Adaptive`` with them. It attaches with
+:meth:`Cluster.from_name` like any other client and exits when the scheduler goes away.
+
+What it does is read from the cluster's folder each time, never passed at start: commands
+change the settings (``adapt.json``) and the counts under the cluster's lock, and the one
+supervisor follows. At most one runs per cluster, ever: it is started under the cluster's
+lock only when the record of a live one is missing, and it holds ``supervisor.lock`` for
+its whole life, so a second one could not even run. ``down`` kills it under the cluster's
+lock, where it holds nothing (all it changes, it changes under that lock).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import logging
 import os
 import signal
 import sys
@@ -21,31 +28,32 @@ from typing import Any
 from clusterctl import processes, state
 from clusterctl.processes import ProcessRecord
 
-RECORD = "supervisor.json"
+RECORD = "supervisor.json"  # the running supervisor: pid, start time, log
+SETTINGS = "adapt.json"  # adaptive bounds {minimum, maximum, group}; absent: a fixed size
+LIFELOCK = "supervisor.lock"  # flock'ed by the supervisor for as long as it runs
 INTERVAL = 1.0  # seconds between two looks at the cluster
 
 
-def start(name: str, adapt: dict[str, Any] | None = None) -> ProcessRecord:
-    """Replace any supervisor of cluster ``name``; ``adapt``: Adaptive's bounds
-    (``minimum``, ``maximum``, ``group``), or None for a fixed size."""
-    stop(name)
+def ensure_running(name: str) -> None:
+    """Start cluster ``name``'s supervisor unless one runs. Hold the cluster's lock."""
+    if running(name):
+        return
     folder = state.cluster_dir(name)
-    args = [sys.executable, "-m", "clusterctl.supervisor", name]
-    if adapt:
-        args += ["--minimum", str(adapt["minimum"]), "--maximum", str(adapt["maximum"])]
-        if adapt.get("group"):
-            args += ["--group", adapt["group"]]
-    env = {**os.environ, "CLUSTERCTL_CLUSTER": name}
-    record = processes.spawn(args, folder / "logs" / "supervisor.log", env=env)
-    state.write_json(folder / RECORD, {**record.to_dict(), "adapt": adapt})
-    return record
+    record = processes.spawn(
+        [sys.executable, "-m", "clusterctl.supervisor", name],
+        folder / "logs" / "supervisor.log",
+        env={**os.environ, "CLUSTERCTL_CLUSTER": name},
+        folder=folder,
+    )
+    state.write_json(folder / RECORD, record.to_dict())
 
 
-def _record(name: str) -> dict[str, Any] | None:
-    data = state.read_json(state.cluster_dir(name) / RECORD)
-    if not data or not processes.is_alive(ProcessRecord.from_dict(data)):
+def _record(name: str) -> ProcessRecord | None:
+    try:
+        record = ProcessRecord.from_dict(state.read_json(state.cluster_dir(name) / RECORD))
+    except state.BrokenState:  # missing or damaged: as good as no supervisor
         return None
-    return data
+    return record if processes.is_alive(record) else None
 
 
 def running(name: str) -> bool:
@@ -55,45 +63,65 @@ def running(name: str) -> bool:
 
 def adapt_settings(name: str) -> dict[str, Any] | None:
     """The bounds of cluster ``name``'s adaptive scaling, or None when its size is fixed."""
-    data = _record(name)
-    return data["adapt"] if data else None
+    try:
+        data = state.read_json(state.cluster_dir(name) / SETTINGS)
+    except state.BrokenState:
+        return None
+    if not isinstance(data, dict) or not {"minimum", "maximum", "group"} <= data.keys():
+        return None
+    return data
 
 
-def stop(name: str) -> None:
-    """Stop cluster ``name``'s supervisor, if it has one."""
-    path = state.cluster_dir(name) / RECORD
-    data = state.read_json(path)
-    path.unlink(missing_ok=True)
-    if data:
-        processes.stop([ProcessRecord.from_dict(data)])
+def set_adapt(name: str, settings: dict[str, Any] | None) -> None:
+    """Turn adaptive scaling on with ``settings`` (minimum, maximum, group), or off with
+    None. Hold the cluster's lock; the supervisor follows within a second."""
+    path = state.cluster_dir(name) / SETTINGS
+    if settings is None:
+        path.unlink(missing_ok=True)
+    else:
+        state.write_json(path, settings)
+
+
+def kill(name: str) -> None:
+    """Kill cluster ``name``'s supervisor, if it has one. Hold the cluster's lock."""
+    if record := _record(name):
+        processes.stop([record], grace=0)
+    (state.cluster_dir(name) / RECORD).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clusterctl.supervisor")
     parser.add_argument("name")
-    parser.add_argument("--minimum", type=int)
-    parser.add_argument("--maximum", type=int)
-    parser.add_argument("--group")
     args = parser.parse_args(argv)
-
-    import logging
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    lifelock = os.open(
+        state.cluster_dir(args.name) / LIFELOCK,
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
+    try:
+        fcntl.flock(lifelock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        logging.info("another supervisor of %s runs; this one exits", args.name)
+        return
 
     from clusterctl.cluster import Cluster
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     cluster = Cluster.from_name(args.name)
-    if args.maximum is not None:
-        cluster.adapt(minimum=args.minimum or 0, maximum=args.maximum, group=args.group)
+    following: dict[str, Any] | None = None
     while not stopping.wait(INTERVAL):
         if cluster._watch_worker_status_task.done():  # the scheduler went away
             logging.info("scheduler of %s is gone; stopping", args.name)
             break
         try:
+            if (settings := adapt_settings(args.name)) != following:
+                cluster.follow_adapt_settings(settings)
+                following = settings
             cluster.reconcile()
         except Exception:  # keep watching: the next look may succeed
-            logging.exception("reconciling %s failed", args.name)
+            logging.exception("supervising %s failed", args.name)
     cluster.close(timeout=10)
 
 

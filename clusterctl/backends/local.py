@@ -2,13 +2,15 @@
 
 Everything it knows lives in the cluster's state folder (``clusterctl.state``)::
 
-    spec.json                 the spec the cluster was started with
+    spec.json                 the spec the cluster was started with (the controller's claim)
     scheduler.json            written by the scheduler (``--scheduler-file``): its address
     processes/<name>.json     pid, start time and log of the scheduler and each worker
     logs/<name>.log           their output
 
 Processes run in their own session, so they outlive the command that started them; the
-folder is read back by every command and never trusted: dead processes are noticed.
+folder is read back by every command and never trusted: dead processes are noticed, and a
+damaged file makes this one cluster "broken" (``down`` still removes it: every process is
+also marked with the folder in its environment), never the others.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
-from clusterctl import processes, state
+from clusterctl import processes, state, waiting
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.processes import ProcessRecord
 from clusterctl.security import tls_files
-from clusterctl.spec import ClusterSpec, WorkerGroup
+from clusterctl.spec import BACKENDS, ClusterSpec, WorkerGroup
 
 SCHEDULER = "scheduler"
 NOTEBOOK = "notebook"
@@ -36,47 +39,46 @@ NOTEBOOK = "notebook"
 class LocalBackend(Backend):
     kind = "local"
 
-    def __init__(self, spec: ClusterSpec):
-        super().__init__(spec)
+    def __init__(self, spec: ClusterSpec, problem: str | None = None):
+        super().__init__(spec, problem)
         self.dir = state.cluster_dir(spec.name)
 
     # --- discovery ------------------------------------------------------------------------
 
     @classmethod
     def cluster_names(cls) -> list[str]:
+        """State folders of local clusters, and those whose spec can't be read (what is
+        left of any cluster's folder is this backend's to report and to remove)."""
         found = []
         for name in state.names():
-            backend = cls.attach(name)
-            if backend is None:
-                continue
-            if backend._is_stale():
-                backend.destroy()
-                state.remove(name)
-                continue
-            found.append(name)
+            kind = state.stored_backend(name)
+            if kind == cls.kind or (kind is None and _has_remains(state.cluster_dir(name))):
+                found.append(name)
         return found
 
     @classmethod
     def attach(cls, name: str) -> LocalBackend | None:
-        data = state.read_json(state.cluster_dir(name) / "spec.json")
-        if not data or data.get("backend") != cls.kind:
-            return None
-        return cls(ClusterSpec.from_dict(data, source=f"state of cluster {name!r}"))
-
-    def _is_stale(self) -> bool:
-        """True when no process of the cluster runs any more (a crash, a reboot, kill -9)."""
-        records = self._records()
-        if not records:  # still being created, or a creation that died before any start
-            return time.time() - (self.dir / "spec.json").stat().st_mtime > 30
-        return not any(processes.is_alive(r) for r in records.values())
+        folder = state.cluster_dir(name)
+        try:
+            data = state.read_json(folder / state.SPEC)
+            if data is None:
+                if not _has_remains(folder):
+                    return None  # nothing here, or a folder being made this instant
+                raise state.BrokenState(f"{folder / state.SPEC}: missing")
+            if not isinstance(data, dict) or data.get("backend") != cls.kind:
+                if isinstance(data, dict) and data.get("backend") in BACKENDS:
+                    return None  # another backend's cluster
+                raise state.BrokenState(f"{folder / state.SPEC}: not a cluster spec")
+            backend = cls(ClusterSpec.from_dict(data, source=str(folder / state.SPEC)))
+            backend._records()  # a damaged process record makes the cluster broken
+            return backend
+        except ClusterctlError as exc:
+            return cls(ClusterSpec.placeholder(name, cls.kind), problem=str(exc))
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start_scheduler(self) -> None:
         sched = self.spec.scheduler
-        (self.dir / "processes").mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
-        state.write_json(self.dir / "spec.json", self.spec.to_dict())
         scheduler_file = self.dir / "scheduler.json"
         scheduler_file.unlink(missing_ok=True)
         args = ["-m", "distributed.cli.dask_scheduler", "--host", sched.host,
@@ -86,7 +88,7 @@ class LocalBackend(Backend):
         if self.spec.security.tls:
             args += ["--protocol", "tls", *self._tls_args()]
         record = self._spawn(SCHEDULER, args, group=None, env=os.environ)
-        self._wait_until(SCHEDULER, record, lambda: state.read_json(scheduler_file) is not None)
+        self._wait_until(SCHEDULER, record, lambda: self._scheduler_info() is not None)
         if self.spec.notebook.enabled:
             self._start_notebook()
 
@@ -119,25 +121,37 @@ class LocalBackend(Backend):
 
     def notebook_url(self) -> str | None:
         data = state.read_json(self.dir / "notebook.json")
-        return data["url"] if data else None
+        return data.get("url") if isinstance(data, dict) else None
 
     def _wait_until(self, what: str, record: ProcessRecord, ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + self.spec.start_timeout
-        while not ready():
+        def started() -> bool:
+            if ready():
+                return True
             if not processes.is_alive(record):
                 raise ClusterctlError(
                     f"the {what} of cluster {self.spec.name!r} exited while starting:\n"
                     + processes.tail(record.log)
                 )
-            if time.monotonic() > deadline:
-                raise ClusterctlError(
-                    f"the {what} of cluster {self.spec.name!r} did not start within "
-                    f"{self.spec.start_timeout:g} s:\n" + processes.tail(record.log)
-                )
-            time.sleep(0.05)
+            return False
+
+        waiting.until(
+            started,
+            timeout=self.spec.start_timeout,
+            interval=0.05,
+            what=f"the {what} of cluster {self.spec.name!r} to start",
+            detail=lambda: processes.tail(record.log),
+        )
+
+    def _scheduler_info(self) -> dict | None:
+        """What the scheduler wrote to its ``--scheduler-file`` (None until it has, whole)."""
+        try:
+            info = state.read_json(self.dir / "scheduler.json")
+        except state.BrokenState:
+            return None  # being written
+        return info if isinstance(info, dict) and isinstance(info.get("address"), str) else None
 
     def scheduler_address(self) -> str:
-        info = state.read_json(self.dir / "scheduler.json")
+        info = self._scheduler_info()
         if not info:
             raise ClusterctlError(f"the scheduler of cluster {self.spec.name!r} is not running")
         return info["address"]
@@ -179,7 +193,9 @@ class LocalBackend(Backend):
                 running=processes.is_alive(record),
                 detail=f"pid {record.pid}",
             )
-            for name, record in sorted(self._records().items(), key=lambda kv: _sort_key(kv[0]))
+            for name, record in sorted(
+                self._records(skip_broken=True).items(), key=lambda kv: _sort_key(kv[0])
+            )
         ]
 
     def logs(self, name: str, follow: bool = False) -> Iterator[str]:
@@ -188,7 +204,11 @@ class LocalBackend(Backend):
             known = ", ".join(sorted(records, key=_sort_key)) or "none"
             raise UserInputError(f"no scheduler or worker named {name!r}; known: {known}")
         record = records[name]
-        with open(record.log, errors="replace") as f:
+        try:
+            fd = os.open(record.log, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ClusterctlError(f"the log of {name} can't be read: {exc.strerror}") from None
+        with os.fdopen(fd, errors="replace") as f:
             while True:
                 line = f.readline()
                 if line:
@@ -199,10 +219,13 @@ class LocalBackend(Backend):
                     return
 
     def destroy(self) -> None:
-        records = self._records()
+        """Stop every process of the cluster: those recorded (workers and notebook first),
+        then any other process marked as the cluster's (a lost or damaged record)."""
+        records = self._records(skip_broken=True)
         scheduler = records.pop(SCHEDULER, None)
-        processes.stop(records.values())  # workers and notebook first
+        processes.stop(records.values())
         processes.stop([scheduler] if scheduler else [])
+        processes.kill(processes.find_by_marker(self.dir))
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -214,32 +237,46 @@ class LocalBackend(Backend):
                 "--tls-key", str(files.key)]  # fmt: skip
 
     def _spawn(
-        self, name: str, args: list[str], group: str | None, env: dict[str, str] | os._Environ
+        self, name: str, args: list[str], group: str | None, env: Mapping[str, str]
     ) -> ProcessRecord:
         record = processes.spawn(
             [sys.executable, *args],
             self.dir / "logs" / f"{name}.log",
             env={**env, "CLUSTERCTL_CLUSTER": self.spec.name},  # a label `ps e` shows
+            folder=self.dir,
         )
         state.write_json(
             self.dir / "processes" / f"{name}.json", {**record.to_dict(), "group": group}
         )
         return record
 
-    def _raw_records(self) -> dict[str, dict]:
+    def _raw_records(self, skip_broken: bool = False) -> dict[str, dict]:
         folder = self.dir / "processes"
         found = {}
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-            data = state.read_json(path)
-            if data:
-                found[path.stem] = data
+            try:
+                data = state.read_json(path)
+                if data is not None:
+                    record = ProcessRecord.from_dict(data)
+                    found[path.stem] = {**data, "record": record}
+            except state.BrokenState as exc:
+                if not skip_broken:
+                    raise state.BrokenState(f"{path}: {exc}") from None
         return found
 
-    def _records(self) -> dict[str, ProcessRecord]:
-        return {name: ProcessRecord.from_dict(d) for name, d in self._raw_records().items()}
+    def _records(self, skip_broken: bool = False) -> dict[str, ProcessRecord]:
+        return {name: d["record"] for name, d in self._raw_records(skip_broken).items()}
 
     def _groups(self) -> dict[str, str | None]:
         return {name: d.get("group") for name, d in self._raw_records().items()}
+
+
+def _has_remains(folder: Path) -> bool:
+    """Whether a state folder holds anything but its lock (a cluster, or what is left)."""
+    try:
+        return any(entry != state.LOCK for entry in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def _index(name: str) -> int:
