@@ -10,11 +10,12 @@ be spelled with ``-`` or ``_``. Every field is checked before anything starts; a
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,11 +24,26 @@ from clusterctl.errors import SpecError
 
 BACKENDS = ("local", "docker", "compose", "swarm", "kubernetes")
 DEFAULT_GROUP = "worker"
-MAX_WORKERS = 1000
+MAX_WORKERS = 1000  # in all groups together
 MAX_NAME = 40
+# An idle `dask worker` here (distributed 2026.8, Python 3.11) holds 63 MiB RSS, 147 MiB
+# once a task has imported pandas; the nanny restarts it above 95% of its limit (at 64 MiB
+# it was restarted over and over, doing nothing). 256 MiB keeps both below the 60% at
+# which a worker starts spilling, so the smallest worker allowed can run an ordinary task.
+MIN_WORKER_MEMORY = 256 * 2**20
+MAX_ENV_VALUE = 32 * 2**10  # one value; a process's environment string may be 128 KiB
+MAX_ENV_TOTAL = 64 * 2**10  # every env of a spec; the spec travels in a label/annotation
+MAX_SPEC_BYTES = 2**20
+MAX_SPEC_NODES = 10_000  # values in a spec file, aliases expanded; a real one has ~100
+MAX_SPEC_DEPTH = 50  # nesting of a spec file; a real one has 4
+MAX_SHOWN = 60  # characters of a value an error message shows
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESOURCE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
+_IMAGE = re.compile(r"[a-z0-9][a-z0-9._/:@-]*\Z")
+# Folders no mount may expose: the kernel's views of this machine, and (see _socket_dirs)
+# the Docker socket's folder, through which a container would command the engine as root.
+_SYSTEM_DIRS = ("/proc", "/sys", "/dev")
 
 
 @dataclass(frozen=True)
@@ -104,7 +120,7 @@ class ClusterSpec:
             if group.name == name:
                 return group
         raise SpecError(
-            f"--group: no worker group {name!r} in cluster {self.name!r}; "
+            f"--group: no worker group {_show(name)} in cluster {self.name!r}; "
             f"groups: {', '.join(g.name for g in self.workers)}"
         )
 
@@ -112,12 +128,11 @@ class ClusterSpec:
         """A copy of this spec with one group's worker count changed."""
         target = self.group(group)
         _check_count(count, f"workers.{target.name}.count")
-        return replace(
-            self,
-            workers=tuple(
-                replace(g, count=count) if g.name == target.name else g for g in self.workers
-            ),
+        workers = tuple(
+            replace(g, count=count) if g.name == target.name else g for g in self.workers
         )
+        _check_total(workers, f"workers.{target.name}.count")
+        return replace(self, workers=workers)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that :meth:`from_dict` reads back to an equal spec."""
@@ -195,7 +210,7 @@ def load_spec(
         config_spec = dask.config.get("clusterctl", {})
         layers = [_normalise(config_spec, _SPEC_KEYS, "dask config clusterctl", "")]
     if path is not None:
-        layers.append(_normalise(read_spec_file(path), _SPEC_KEYS, str(path), ""))
+        layers.append(_normalise(read_spec_file(path), _SPEC_KEYS, _field(path), ""))
     if overrides:
         layers.append(_normalise(overrides, _SPEC_KEYS, "flags", ""))
     merged: dict[str, Any] = {}
@@ -210,39 +225,112 @@ def load_spec(
 
 def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML spec file; a top-level ``clusterctl:`` key is allowed and unwrapped."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise SpecError(f"spec: must be a spec file path, got {describe(path)}")
+    where = _field(path)
+    text = _read_text(path, where)
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the spec file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
+        loader = _SpecLoader(text, where)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise SpecError(f"{where}: not valid YAML{at}: {_cut(problem)}") from None
+    except (ValueError, TypeError, AttributeError) as exc:  # a tagged value YAML can't make
+        raise SpecError(f"{where}: not valid YAML: {_cut(' '.join(str(exc).split()))}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a spec file must be a mapping of fields, got {_kind(data)}")
+        raise SpecError(f"{where}: a spec file must be a mapping of fields, got {describe(data)}")
     if set(data) == {"clusterctl"}:
         data = data["clusterctl"]
         if not isinstance(data, dict):
-            raise SpecError(f"{path}: clusterctl: must be a mapping of fields")
+            raise SpecError(f"{where}: clusterctl: must be a mapping of fields")
     return data
+
+
+def _read_text(path: str | os.PathLike[str], where: str) -> str:
+    """The text of a regular file of at most MAX_SPEC_BYTES, read without blocking on a
+    FIFO or reading a device forever."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise SpecError(f"{where}: cannot read the spec file ({reason})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpecError(f"{where}: not a regular file; a spec file is a YAML file")
+        data = b""
+        while len(data) <= MAX_SPEC_BYTES and (chunk := os.read(fd, MAX_SPEC_BYTES + 1)):
+            data += chunk
+    except OSError as exc:
+        raise SpecError(f"{where}: cannot read the spec file ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{where}: larger than {MAX_SPEC_BYTES // 2**20} MiB; not a spec file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the file)") from None
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a document with more than MAX_SPEC_NODES values, with
+    each alias counted as the values it stands for (600 bytes of aliases can stand for
+    billions), or nested deeper than MAX_SPEC_DEPTH — checked while composing, so before
+    anything is built."""
+
+    def __init__(self, text: str, where: str) -> None:
+        super().__init__(text)
+        self.where = where
+        self.nodes = 0
+        self.depth = 0
+        self.sizes: dict[int, int] = {}  # id(node): its values, aliases expanded
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            target = self.anchors.get(self.peek_event().anchor)
+            if target is not None:  # (an unknown alias: the composer's own error)
+                if id(target) not in self.sizes:
+                    raise SpecError(f"{self.where}: an alias refers to a value that holds it")
+                self._count(self.sizes[id(target)])
+            return super().compose_node(parent, index)
+        if self.depth >= MAX_SPEC_DEPTH:
+            raise SpecError(f"{self.where}: nested more than {MAX_SPEC_DEPTH} levels deep")
+        before = self.nodes
+        self._count(1)
+        self.depth += 1
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        self.sizes[id(node)] = self.nodes - before
+        return node
+
+    def _count(self, n: int) -> None:
+        self.nodes += n
+        if self.nodes > MAX_SPEC_NODES:
+            raise SpecError(
+                f"{self.where}: more than {MAX_SPEC_NODES} values (aliases expanded); "
+                "not a spec file"
+            )
 
 
 def _normalise(data: Any, keys: Any, source: str, path: str) -> dict[str, Any]:
     """Check a mapping's keys against ``keys``, spelling ``-`` as ``_``; values untouched."""
     where = f"{source}: {path}" if path else source
     if not isinstance(data, Mapping):
-        raise SpecError(f"{where}: must be a mapping, got {_kind(data)}")
+        raise SpecError(f"{where}: must be a mapping, got {describe(data)}")
     out: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
         if key not in keys:
             allowed = ", ".join(sorted(k.replace("_", "-") for k in keys))
-            raise SpecError(f"{source}: {_join(path, raw_key)}: unknown field; allowed: {allowed}")
+            field = _join(path, _field(raw_key))
+            raise SpecError(f"{source}: {field}: unknown field; allowed: {allowed}")
         sub = keys[key] if isinstance(keys, dict) else None
         if sub == "groups":
             if value is None:
@@ -261,7 +349,8 @@ def _normalise_groups(value: Any, source: str, path: str) -> dict[str, dict[str,
         raise SpecError(f"{source}: {path}: must be a mapping of group name to fields")
     groups = {}
     for name, group in value.items():
-        groups[str(name)] = _normalise(group or {}, _WORKER_KEYS, source, f"{path}.{name}")
+        where = f"{path}.{_field(name)}"
+        groups[str(name)] = _normalise(group or {}, _WORKER_KEYS, source, where)
     return groups
 
 
@@ -289,7 +378,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
     name = check_cluster_name(_need(data, "name", "spec"))
     backend = _need(data, "backend", "spec")
     if backend not in BACKENDS:
-        raise SpecError(f"backend: must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        raise SpecError(f"backend: must be one of {', '.join(BACKENDS)}; got {_show(backend)}")
     sched = _need(data, "scheduler", "spec")
     scheduler = SchedulerSpec(
         host=_check_host(_need(sched, "host", "scheduler"), "scheduler.host"),
@@ -302,9 +391,16 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
     )
     defaults = data.get("worker", {})
     groups = data.get("workers") or {DEFAULT_GROUP: {}}
+    # What a fraction memory limit is of: this machine's memory, where the workers run here
+    # (not checked for a stored spec, which may be read on another machine).
+    here = not stored and backend in ("local", "docker", "compose")
     workers = tuple(
-        _build_group(_check_group_name(gname), {**defaults, **g}, stored)
+        _build_group(_check_group_name(gname), {**defaults, **g}, stored, here)
         for gname, g in groups.items()
+    )
+    _check_total(workers, "workers")
+    _check_env_total(
+        [("scheduler.env", scheduler.env)] + [(f"workers.{g.name}.env", g.env) for g in workers]
     )
     nb = _need(data, "notebook", "spec")
     notebook = NotebookSpec(
@@ -317,7 +413,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
     )
     tls = _need(_need(data, "security", "spec"), "tls", "security")
     if tls not in (True, False, "auto"):
-        raise SpecError(f"security.tls: must be true, false or auto, got {_kind(tls)}")
+        raise SpecError(f"security.tls: must be true, false or auto, got {describe(tls)}")
     # auto: on wherever clusterctl holds the certificates, local processes included (any
     # user of this machine reaches 127.0.0.1); off for Kubernetes (manifests can't carry
     # them; a NetworkPolicy guards instead)
@@ -340,13 +436,14 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
     )
 
 
-def _build_group(name: str, g: dict[str, Any], stored: bool) -> WorkerGroup:
+def _build_group(name: str, g: dict[str, Any], stored: bool, here: bool) -> WorkerGroup:
     p = f"workers.{name}"
+    memory = _need(g, "memory_limit", p)
     return WorkerGroup(
         name=name,
         count=_check_count(_need(g, "count", p), f"{p}.count"),
         threads=_check_int(_need(g, "threads", p), f"{p}.threads", low=1, high=1024),
-        memory_limit=_check_memory(_need(g, "memory_limit", p), f"{p}.memory-limit"),
+        memory_limit=_check_memory(memory, f"{p}.memory-limit", fraction_of_machine=here),
         cpus=None if g.get("cpus") is None else _check_number(g["cpus"], f"{p}.cpus", 0.01, 1024),
         death_timeout=_check_number(_need(g, "death_timeout", p), f"{p}.death-timeout", 1, 86400),
         resources=_check_mapping(g.get("resources") or {}, f"{p}.resources", _check_resource),
@@ -356,8 +453,28 @@ def _build_group(name: str, g: dict[str, Any], stored: bool) -> WorkerGroup:
     )
 
 
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+def describe(value: Any) -> str:
+    """A value as an error message shows it: its type and a short repr."""
+    return "nothing" if value is None else f"{type(value).__name__} {_show(value)}"
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for a message, cut short when long."""
+    try:
+        return _cut(repr(value))
+    except (ValueError, RecursionError):  # an int too long for decimal, a list too deep
+        return f"(a {type(value).__name__} too large to show)"
+
+
+def _field(key: Any) -> str:
+    """A key or path as a message shows it: as is when printable, else as its repr; short."""
+    text = str(key)
+    return _cut(text if text.isprintable() else repr(text))
+
+
+def _cut(text: str) -> str:
+    """``text``, or its first MAX_SHOWN characters and its length when longer."""
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}… ({len(text)} characters)"
 
 
 def _join(path: str, key: Any) -> str:
@@ -366,15 +483,17 @@ def _join(path: str, key: Any) -> str:
 
 def _check_int(value: Any, where: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{where}: must be a whole number from {low} to {high}, got {_kind(value)}")
+        raise SpecError(
+            f"{where}: must be a whole number from {low} to {high}, got {describe(value)}"
+        )
     if not low <= value <= high:
-        raise SpecError(f"{where}: must be a whole number from {low} to {high}, got {value}")
+        raise SpecError(f"{where}: must be a whole number from {low} to {high}, got {_show(value)}")
     return value
 
 
 def _check_bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise SpecError(f"{where}: must be true or false, got {_kind(value)}")
+        raise SpecError(f"{where}: must be true or false, got {describe(value)}")
     return value
 
 
@@ -382,11 +501,21 @@ def _check_count(value: Any, where: str) -> int:
     return _check_int(value, where, 0, MAX_WORKERS)
 
 
+def _check_total(workers: tuple[WorkerGroup, ...], where: str) -> None:
+    total = sum(g.count for g in workers)
+    if total > MAX_WORKERS:
+        counts = ", ".join(f"{g.name} {g.count}" for g in workers)
+        raise SpecError(
+            f"{where}: at most {MAX_WORKERS} workers in all groups together, got {total} "
+            f"({_cut(counts)})"
+        )
+
+
 def _check_number(value: Any, where: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise SpecError(f"{where}: must be a number from {low} to {high}, got {_kind(value)}")
+        raise SpecError(f"{where}: must be a number from {low} to {high}, got {describe(value)}")
     if not low <= value <= high:
-        raise SpecError(f"{where}: must be a number from {low} to {high}, got {value}")
+        raise SpecError(f"{where}: must be a number from {low} to {high}, got {_show(value)}")
     return value
 
 
@@ -394,7 +523,7 @@ def _check_port(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise SpecError(
             f"{where}: must be a port number from 1 to 65535 (or 0 for any free port), "
-            f"got {_kind(value)}"
+            f"got {describe(value)}"
         )
     return value
 
@@ -411,7 +540,7 @@ def _check_name(value: Any, where: str, max_len: int) -> str:
     if not isinstance(value, str) or not _DNS_LABEL.match(value) or len(value) > max_len:
         raise SpecError(
             f"{where}: must be a DNS label of at most {max_len} characters (lowercase letters, "
-            f"digits and '-', starting and ending with a letter or digit), got {value!r}"
+            f"digits and '-', starting and ending with a letter or digit), got {_show(value)}"
         )
     return value
 
@@ -436,7 +565,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_group_name(value: Any) -> str:
-    name = _check_name(value, f"workers.{value}", max_len=15)
+    name = _check_name(value, f"workers.{_field(value)}", max_len=15)
     if name in ("scheduler", "notebook"):
         raise SpecError(f"workers.{name}: a worker group may not be called {name!r} (a role)")
     return name
@@ -444,31 +573,52 @@ def _check_group_name(value: Any) -> str:
 
 def _check_host(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise SpecError(f"{where}: must be an IP address or host name, got {_kind(value)}")
+        raise SpecError(f"{where}: must be an IP address or host name, got {describe(value)}")
     try:
-        ipaddress.ip_address(value)
+        address = ipaddress.ip_address(value)
     except ValueError:
-        if not all(_DNS_LABEL.match(part) for part in value.lower().split(".")):
-            raise SpecError(f"{where}: must be an IP address or host name, got {value!r}") from None
+        parts = value.lower().split(".")
+        if len(value) > 253 or not all(len(p) <= 63 and _DNS_LABEL.match(p) for p in parts):
+            raise SpecError(
+                f"{where}: must be an IP address or host name, got {_show(value)}"
+            ) from None
+    else:
+        if address.version == 6:
+            raise SpecError(
+                f"{where}: IPv6 addresses are not supported yet; use 127.0.0.1 or a host name, "
+                f"got {_show(value)}"
+            )
     return value
 
 
-def _check_memory(value: Any, where: str) -> str | int | float:
-    from dask.utils import parse_bytes
+def _check_memory(value: Any, where: str, fraction_of_machine: bool) -> str | int | float:
+    """A memory limit a worker can run with. ``fraction_of_machine``: the workers run on
+    this machine, so a fraction's size is known (what the worker itself computes)."""
+    from dask.utils import format_bytes, parse_bytes
 
     allowed = '"auto", a size such as "4GiB", a number of bytes, or a fraction such as 0.5'
+    least = f"a worker needs at least {MIN_WORKER_MEMORY // 2**20} MiB"
     if value == "auto":
         return value
-    if isinstance(value, bool) or value is None:
-        raise SpecError(f"{where}: must be {allowed}, got {_kind(value)}")
     if isinstance(value, float) and 0 < value <= 1:
+        if fraction_of_machine:
+            from distributed.system import memory_limit
+
+            size = int(value * memory_limit())
+            if size < MIN_WORKER_MEMORY:
+                raise SpecError(
+                    f"{where}: {value:g} of this machine's {format_bytes(memory_limit())} is "
+                    f"{format_bytes(size)}; {least}"
+                )
         return value
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SpecError(f"{where}: must be {allowed}, got {describe(value)}")
     try:
         size = parse_bytes(value) if isinstance(value, str) else value
-    except (ValueError, TypeError):
-        raise SpecError(f"{where}: must be {allowed}, got {value!r}") from None
-    if not isinstance(size, int) or size < 2**20:
-        raise SpecError(f"{where}: must be {allowed} (at least 1 MiB), got {value!r}")
+    except (ValueError, TypeError, OverflowError):  # OverflowError: "1e400", "inf"
+        raise SpecError(f"{where}: must be {allowed}, got {_show(value)}") from None
+    if size < MIN_WORKER_MEMORY:
+        raise SpecError(f"{where}: {least}, got {_show(value)}")
     return value
 
 
@@ -476,8 +626,8 @@ def _check_mapping(
     value: Any, where: str, check: Callable[[Any, Any, str], tuple[str, Any]]
 ) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise SpecError(f"{where}: must be a mapping, got {_kind(value)}")
-    return dict(check(k, v, f"{where}.{k}") for k, v in value.items())
+        raise SpecError(f"{where}: must be a mapping, got {describe(value)}")
+    return dict(check(k, v, f"{where}.{_field(k)}") for k, v in value.items())
 
 
 def _check_resource(key: Any, value: Any, where: str) -> tuple[str, float]:
@@ -489,17 +639,45 @@ def _check_resource(key: Any, value: Any, where: str) -> tuple[str, float]:
 def _check_env(key: Any, value: Any, where: str) -> tuple[str, str]:
     if not isinstance(key, str) or not _ENV_NAME.match(key):
         raise SpecError(f"{where}: an environment variable name must match [A-Za-z_][A-Za-z0-9_]*")
-    if isinstance(value, (dict, list)) or value is None:
-        raise SpecError(f"{where}: must be a string or number, got {_kind(value)}")
-    return key, str(value).lower() if isinstance(value, bool) else str(value)
+    if not isinstance(value, (str, int, float)) or value in (math.inf, -math.inf) or value != value:
+        raise SpecError(f"{where}: must be a string or a finite number, got {describe(value)}")
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if len(_os_bytes(text, where)) > MAX_ENV_VALUE:
+        raise SpecError(
+            f"{where}: at most {MAX_ENV_VALUE // 2**10} KiB, got {len(text)} characters"
+        )
+    return key, text
+
+
+def _check_env_total(envs: list[tuple[str, dict[str, str]]]) -> None:
+    """All environment values of a spec together stay under MAX_ENV_TOTAL bytes."""
+    total = 0
+    for where, env in envs:
+        total += sum(len(k) + len(_os_bytes(v, where)) for k, v in env.items())
+        if total > MAX_ENV_TOTAL:
+            raise SpecError(
+                f"{where}: the environment of the scheduler and all worker groups together "
+                f"may hold at most {MAX_ENV_TOTAL // 2**10} KiB"
+            )
+
+
+def _os_bytes(text: str, where: str) -> bytes:
+    """``text`` as the operating system takes it (an environment value, a path)."""
+    if "\0" in text:
+        raise SpecError(f"{where}: may not contain a NUL character")
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        raise SpecError(f"{where}: holds a character that is not valid Unicode") from None
 
 
 def _check_image(value: Any, where: str) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not re.match(r"^[a-z0-9][a-z0-9._/:@-]*$", value):
+    if not isinstance(value, str) or not _IMAGE.match(value):
         raise SpecError(
-            f"{where}: must be an image reference such as clusterctl-worker:1.0, got {_kind(value)}"
+            f"{where}: must be an image reference such as clusterctl-worker:1.0, "
+            f"got {describe(value)}"
         )
     return value
 
@@ -511,12 +689,51 @@ def _check_mounts(value: Any, where: str, stored: bool) -> tuple[Mount, ...]:
     for i, item in enumerate(value):
         here = f"{where}[{i}]"
         parts = item.split(":") if isinstance(item, str) else []
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise SpecError(f"{here}: must be 'host-path:container-path[:ro|:rw]', got {item!r}")
+        if len(parts) not in (2, 3) or not parts[0] or parts[2:] not in ([], ["ro"], ["rw"]):
+            raise SpecError(
+                f"{here}: must be 'host-path:container-path[:ro|:rw]', got {_show(item)}"
+            )
+        _os_bytes(item, here)
         source = os.path.abspath(os.path.expanduser(parts[0]))
         if not parts[1].startswith("/"):
-            raise SpecError(f"{here}: the container path must be absolute, got {parts[1]!r}")
-        if not stored and (not os.path.isdir(source) or not os.access(source, os.R_OK | os.X_OK)):
-            raise SpecError(f"{here}: the host folder {source} does not exist or is not readable")
+            raise SpecError(f"{here}: the container path must be absolute, got {_show(parts[1])}")
+        if not stored:  # a stored spec's folders were checked when it started
+            if not os.path.isdir(source) or not os.access(source, os.R_OK | os.X_OK):
+                raise SpecError(
+                    f"{here}: the host folder {_cut(source)} does not exist or is not readable"
+                )
+            _check_mount_source(source, here)
         mounts.append(Mount(source, parts[1], len(parts) == 3 and parts[2] == "ro"))
     return tuple(mounts)
+
+
+def _check_mount_source(source: str, where: str) -> None:
+    """Refuse a folder that is /, one of the kernel's, or holds the Docker socket (a
+    read-only mount too: a socket still works through one)."""
+    real = os.path.realpath(source)
+    if real == "/":
+        raise SpecError(f"{where}: may not mount / (the whole machine)")
+    for system in _SYSTEM_DIRS:
+        if _is_within(real, system):
+            raise SpecError(f"{where}: may not mount {system} or a folder in it ({_cut(real)})")
+    for folder in _socket_dirs():
+        if _is_within(folder, real):
+            raise SpecError(
+                f"{where}: may not mount {_cut(real)}: it holds the Docker socket's folder "
+                f"{folder}, which would give the containers control of this machine's engine"
+            )
+
+
+def _socket_dirs() -> set[str]:
+    """The folders of the Docker socket, as written and with symlinks resolved."""
+    sockets = ["/var/run/docker.sock"]
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        sockets.append(host[len("unix://") :])
+    folders = {os.path.dirname(os.path.abspath(s)) for s in sockets}
+    return folders | {os.path.realpath(f) for f in folders}
+
+
+def _is_within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
