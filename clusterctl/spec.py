@@ -37,6 +37,7 @@ MAX_SPEC_BYTES = 2**20
 MAX_SPEC_NODES = 10_000  # values in a spec file, aliases expanded; a real one has ~100
 MAX_SPEC_DEPTH = 50  # nesting of a spec file; a real one has 4
 MAX_SHOWN = 60  # characters of a value an error message shows
+MAX_PATH_SHOWN = 200  # ... and of a spec file's path
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
@@ -210,7 +211,9 @@ def load_spec(
         config_spec = dask.config.get("clusterctl", {})
         layers = [_normalise(config_spec, _SPEC_KEYS, "dask config clusterctl", "")]
     if path is not None:
-        layers.append(_normalise(read_spec_file(path), _SPEC_KEYS, _field(path), ""))
+        layers.append(
+            _normalise(read_spec_file(path), _SPEC_KEYS, _field(path, MAX_PATH_SHOWN), "")
+        )
     if overrides:
         layers.append(_normalise(overrides, _SPEC_KEYS, "flags", ""))
     merged: dict[str, Any] = {}
@@ -227,7 +230,7 @@ def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML spec file; a top-level ``clusterctl:`` key is allowed and unwrapped."""
     if not isinstance(path, (str, os.PathLike)):
         raise SpecError(f"spec: must be a spec file path, got {describe(path)}")
-    where = _field(path)
+    where = _field(path, MAX_PATH_SHOWN)
     text = _read_text(path, where)
     try:
         loader = _SpecLoader(text, where)
@@ -460,21 +463,23 @@ def describe(value: Any) -> str:
 
 def _show(value: Any) -> str:
     """``repr(value)`` for a message, cut short when long."""
+    if isinstance(value, str) and len(value) > MAX_SHOWN:
+        return f"{value[:MAX_SHOWN]!r}… ({len(value)} characters)"
     try:
         return _cut(repr(value))
     except (ValueError, RecursionError):  # an int too long for decimal, a list too deep
-        return f"(a {type(value).__name__} too large to show)"
+        return f"({type(value).__name__} too large to show)"
 
 
-def _field(key: Any) -> str:
+def _field(key: Any, limit: int = MAX_SHOWN) -> str:
     """A key or path as a message shows it: as is when printable, else as its repr; short."""
     text = str(key)
-    return _cut(text if text.isprintable() else repr(text))
+    return _cut(text if text.isprintable() else repr(text), limit)
 
 
-def _cut(text: str) -> str:
-    """``text``, or its first MAX_SHOWN characters and its length when longer."""
-    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}… ({len(text)} characters)"
+def _cut(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text``, or its first ``limit`` characters and its length when longer."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _join(path: str, key: Any) -> str:
