@@ -84,3 +84,65 @@ def test_round_trip_and_hyphenated_keys(tmp_path):
     assert spec.scheduler.dashboard_port == 0
     assert str(spec.group().mounts[0]) == f"{tmp_path}:/data:ro"
     assert ClusterSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("limit", ["auto", "256MiB", "400MB", 2**30, 0.5, 1.0])
+def test_memory_limits_a_worker_can_run_with_are_accepted(limit):
+    assert load_spec(overrides={"worker": {"memory_limit": limit}}).group().memory_limit == limit
+
+
+def test_a_fraction_is_not_sized_where_workers_run_on_other_machines():
+    """Swarm and Kubernetes workers take a fraction of their own node's memory, not ours."""
+    for backend in ("swarm", "kubernetes"):
+        spec = load_spec(overrides={"backend": backend, "worker": {"memory_limit": 1e-7}})
+        assert spec.group().memory_limit == 1e-7
+    with pytest.raises(SpecError, match="a worker needs at least 256 MiB"):
+        load_spec(overrides={"backend": "docker", "worker": {"memory_limit": 1e-7}})
+
+
+def test_the_worker_total_holds_for_scale_too(tmp_path):
+    spec_file = tmp_path / "groups.yaml"
+    spec_file.write_text("workers: {a: {count: 600}, b: {count: 300}}\n")
+    spec = load_spec(spec_file)
+    assert spec.with_count("b", 400).group("b").count == 400  # 1000 in all: the limit
+    with pytest.raises(SpecError, match=r"workers.b.count: at most 1000 workers .* got 1001"):
+        spec.with_count("b", 401)
+
+
+def test_hosts_and_mounts_that_stay_allowed(tmp_path):
+    for host in ("127.0.0.1", "localhost", "0.0.0.0", "scheduler.example.org"):
+        assert load_spec(overrides={"scheduler": {"host": host}}).scheduler.host == host
+    mounts = [f"{tmp_path}:/data:ro", f"{tmp_path}:/scratch", "/var/tmp:/var/tmp"]
+    spec = load_spec(overrides={"worker": {"mounts": mounts}})
+    assert [str(m) for m in spec.group().mounts] == mounts
+
+
+def test_a_stored_spec_is_read_back_without_looking_at_its_folders_again(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    spec = load_spec(overrides={"worker": {"mounts": [f"{folder}:/data"]}})
+    folder.rmdir()  # removed while the cluster runs: it must still be found, and removed
+    assert ClusterSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_anchors_and_aliases_of_a_real_size_still_work(tmp_path):
+    spec_file = tmp_path / "aliases.yaml"
+    spec_file.write_text("workers:\n  a: &same {count: 1, threads: 2}\n  b: *same\n")
+    assert [(g.name, g.threads) for g in load_spec(spec_file).workers] == [("a", 2), ("b", 2)]
+
+
+def test_environment_values_up_to_the_limits(tmp_path):
+    value = "x" * 32 * 2**10
+    spec = load_spec(overrides={"worker": {"env": {"A": value}}, "scheduler": {"env": {"B": 1}}})
+    assert (spec.group().env["A"], spec.scheduler.env["B"]) == (value, "1")
+    with pytest.raises(SpecError, match=r"workers.worker.env.A: at most 32 KiB, got 32769"):
+        load_spec(overrides={"worker": {"env": {"A": value + "x"}}})
+
+
+def test_messages_show_the_start_of_a_long_value_and_its_length():
+    with pytest.raises(SpecError) as err:
+        load_spec(overrides={"backend": "k" * 10_000})
+    message = str(err.value)
+    assert message.endswith(f"got {'k' * 60!r}… (10000 characters)")
+    with pytest.raises(SpecError, match=r"got \(int too large to show\)"):
+        build_spec(workers=10**5000)
