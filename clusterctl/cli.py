@@ -74,6 +74,12 @@ def cli() -> None:
 @click.option("--memory-limit", help='Memory per worker: "auto", "4GiB", or a fraction.')
 @click.option("--backend", "-b", help="local (default), docker, compose, swarm, kubernetes.")
 @click.option("--host", help="Scheduler bind address (default 127.0.0.1).")
+@click.option(
+    "--tls/--no-tls",
+    default=None,
+    help="Mutual TLS with per-cluster certificates (default: on, but for kubernetes). "
+    "--no-tls: a single-user machine only, and only on 127.0.0.1.",
+)
 @click.option("--port", type=int, help="Scheduler port (default 8786; 0 = any free).")
 @click.option("--dashboard-port", type=int, help="Dashboard port (default 8787; 0 = any free).")
 @click.option(

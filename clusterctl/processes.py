@@ -68,6 +68,7 @@ def spawn(command: list[str], log: Path, env: Mapping[str, str], folder: Path) -
             stderr=subprocess.STDOUT,
             env={**env, MARKER: str(folder)},
             start_new_session=True,
+            umask=0o077,  # what it writes (spilled data, files of its own) is the owner's
         )
     except OSError as exc:
         raise state.BrokenState(f"cannot start {command[0]}: {exc.strerror}") from None

@@ -145,14 +145,23 @@ class Bystander:
     """A running cluster that bad input aimed at other clusters must leave untouched."""
 
     def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        from distributed import Client
+
         import clusterctl
 
         self.cluster = clusterctl.up(name="bystander", workers=1, port=0, dashboard_port=0)
         self.name = self.cluster.name
         self.members = self._members()
-        from distributed import Client
-
         self.client = Client(self.cluster)
+
+    def restart(self) -> None:
+        """Start it again, after a test that removed every cluster on purpose."""
+        self.client.close()
+        self.cluster.close()
+        self.start()
 
     def _members(self) -> list[tuple[str, str]]:
         return sorted((m.name, m.detail) for m in self.cluster.backend.members() if m.running)
@@ -206,12 +215,26 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run the real `clusterctl` console script in a new process."""
+def cli_command(*args: str) -> list[str]:
+    """The command line of the real `clusterctl` console script."""
     exe = Path(sys.executable).with_name("clusterctl")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "clusterctl"]
+    return [
+        str(exe) if exe.exists() else sys.executable,
+        *([] if exe.exists() else ["-m", "clusterctl"]),
+        *args,
+    ]
+
+
+def run_cli(
+    *args: str, check: bool = True, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real `clusterctl` console script in a new process (``env`` added to ours)."""
     result = subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+        cli_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(

@@ -149,10 +149,10 @@ def test_shutdown_leaves_no_process_port_or_state():
         if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
     ]
     assert port_is_free("127.0.0.1", port) and port_is_free("127.0.0.1", dash)
-    assert "gone" not in [n for n, _ in clusterctl.list_clusters()]
+    assert "gone" not in [f.name for f in clusterctl.list_clusters()]
 
 
-def test_stale_state_is_detected_and_cleaned():
+def test_a_cluster_whose_processes_all_died_is_reported_stopped_and_up_takes_it_over():
     c = clusterctl.up(name="stale", workers=1, port=0, dashboard_port=0)
     pids = [int(m.detail.split()[1]) for m in c.backend.members()]
     c.close()
@@ -166,10 +166,14 @@ def test_stale_state_is_detected_and_cleaned():
         and time.monotonic() < deadline
     ):
         time.sleep(0.2)
-    assert "stale" not in [n for n, _ in clusterctl.list_clusters()]
-    assert not state.cluster_dir("stale").exists()
+    # Reported, never removed as a side effect of looking: `down` or `up` of the name do.
+    (found,) = [f for f in clusterctl.list_clusters() if f.name == "stale"]
+    assert found.status == "stopped"
+    assert state.cluster_dir("stale").exists()
     again = clusterctl.up(name="stale", workers=1, port=0, dashboard_port=0)
+    assert again.workers == {"stale-worker-1"}
     again.shutdown()
+    assert not state.cluster_dir("stale").exists()
 
 
 def _children_of(pids: list[int]) -> list[psutil.Process]:

@@ -168,6 +168,7 @@ class LocalBackend(Backend):
                     "--nthreads", str(group.threads), "--nworkers", "1",
                     "--memory-limit", str(group.memory_limit),
                     "--death-timeout", f"{group.death_timeout:g}", "--no-dashboard",
+                    "--local-directory", str(self.dir / "work"),
                     *self._tls_args()]  # fmt: skip
             if host not in ("0.0.0.0", "::"):
                 args += ["--host", host]
@@ -245,9 +246,13 @@ class LocalBackend(Backend):
             env={**env, "CLUSTERCTL_CLUSTER": self.spec.name},  # a label `ps e` shows
             folder=self.dir,
         )
-        state.write_json(
-            self.dir / "processes" / f"{name}.json", {**record.to_dict(), "group": group}
-        )
+        try:
+            state.write_json(
+                self.dir / "processes" / f"{name}.json", {**record.to_dict(), "group": group}
+            )
+        except BaseException:  # a process nothing records would outlive the cluster
+            processes.stop([record], grace=0)
+            raise
         return record
 
     def _raw_records(self, skip_broken: bool = False) -> dict[str, dict]:
