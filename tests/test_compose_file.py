@@ -3,6 +3,7 @@ cluster under plain Compose, with no clusterctl in the loop."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -10,9 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from distributed import Client
 
-from clusterctl.backends.compose import compose_command
+from clusterctl.backends.compose import compose_command, render
+from clusterctl.spec import ClusterSpec, load_spec
 from tests.conftest import free_port, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +28,49 @@ def test_the_top_level_file_is_the_rendered_default():
         "docker-compose.yml is stale: run `clusterctl render --backend compose > "
         "docker-compose.yml`"
     )
+
+
+# Strings Compose would interpolate or refuse if the file didn't escape them.
+DOLLARS = ["${HOME}", "pa$$word$", "$USER", "a$", "$$", "${CLUSTERCTL_TAG:-x}"]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("managed", [True, False], ids=["clusterctl", "plain"])
+def test_dollars_in_user_strings_reach_compose_as_written(managed, tmp_path):
+    """Every user string (env values, mount paths, the spec label) comes out of Compose's
+    own reading of the file exactly as written; the renderer's ${CLUSTERCTL_...} stay."""
+    folder = tmp_path / "a$b ${HOME}"
+    folder.mkdir()
+    env = {f"V{i}": value for i, value in enumerate(DOLLARS)}
+    spec = load_spec(overrides={
+        "name": "dollars", "backend": "compose", "security": {"tls": False},
+        "notebook": {"enabled": True},
+        "scheduler": {"env": env, "mounts": [f"{folder}:/data"]},
+        "worker": {"env": env, "mounts": [f"{folder}:/data:ro"]},
+    })  # fmt: skip
+    file = tmp_path / "docker-compose.yml"
+    text = yaml.safe_dump(render(spec, managed=managed), sort_keys=False)
+    file.write_text(text)
+    done = subprocess.run(
+        [*compose_command(), "--project-name", "dollars", "--file", str(file), "config"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CLUSTERCTL_TAG": "tag-from-env", "HOME": "/home/elsewhere"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # `config` prints what it read as a Compose file again, so with `$` escaped once more.
+    read = yaml.safe_load(done.stdout.replace("$$", "$"))["services"]
+    for service in ("scheduler", "worker"):
+        assert read[service]["environment"] == env
+        (volume,) = read[service]["volumes"]
+        source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+        assert source == str(folder)
+    if managed:
+        label = read["scheduler"]["labels"]["io.clusterctl.spec"]
+        assert ClusterSpec.from_dict(json.loads(label)) == spec
+    else:  # the renderer's own interpolations still work
+        assert read["worker"]["image"] == "clusterctl-worker:tag-from-env"
+        notebook_env = read["notebook"]["environment"]
+        assert notebook_env["CLUSTERCTL_DASHBOARD_URL"] == "http://127.0.0.1:8787"
 
 
 @pytest.mark.slow

@@ -5,18 +5,21 @@ labels and differs in how containers are made and removed)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 
 import pytest
 from distributed import Client, wait
 
 import clusterctl
-from clusterctl import state
+from clusterctl import state, supervisor
 from clusterctl.backends.base import port_is_free
 from clusterctl.errors import UserInputError
 from tests.conftest import assert_client_refused, free_port, run_cli
@@ -38,9 +41,14 @@ def ours(docker_engine, name: str) -> list[str]:
 BACKENDS = ["docker", "compose"]
 
 
+# Worker env values with `$`, which Compose would interpolate unless the file escapes them.
+DOLLAR_ENV = {"A": "${HOME}", "B": "pa$$word$"}
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def cluster(request, images, docker_engine, tmp_path_factory):
-    """A cluster with a notebook and a mounted folder, shared by this module's tests."""
+    """A cluster with a notebook, a mounted folder and env values holding `$`, shared by
+    this module's tests."""
     backend = request.param
     data = tmp_path_factory.mktemp("data")
     data.chmod(0o777)
@@ -50,7 +58,7 @@ def cluster(request, images, docker_engine, tmp_path_factory):
         backend: {backend}
         scheduler: {{port: 0, dashboard-port: 0}}
         notebook: {{enabled: true, port: 0}}
-        worker: {{mounts: ["{data}:/data"]}}
+        worker: {{mounts: ["{data}:/data"], env: {json.dumps(DOLLAR_ENV)}}}
     """)
     )
     c = clusterctl.up(spec, name=f"t-{backend}", workers=2)
@@ -82,6 +90,56 @@ def test_containers_are_labelled_unprivileged_and_named_as_workers(cluster, dock
     else:
         project = {c.labels.get("com.docker.compose.project") for c in containers}
         assert project == {cluster.name}
+
+
+def test_env_values_reach_the_workers_exactly_as_written(cluster, docker_engine):
+    for name in cluster.workers:
+        code, out = docker_engine.containers.get(name).exec_run(["printenv", "A", "B"])
+        assert code == 0, out
+        assert out.decode().splitlines() == [DOLLAR_ENV["A"], DOLLAR_ENV["B"]]
+
+
+def test_state_files_are_the_owners_alone(cluster):
+    """The cluster folder is 0700; the Compose file (env values) and the notebook token are
+    0600, except that as root the token is also readable by group 0 (root's): the containers
+    run as uid 1000 in group 0, and read it through a mount of its own folder."""
+    folder = state.cluster_dir(cluster.name)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    token = folder / "notebook" / "token"
+    token_mode = 0o640 if os.geteuid() == 0 else 0o600
+    assert stat.S_IMODE(token.stat().st_mode) == token_mode
+    assert token.stat().st_gid == os.getegid()
+    if cluster.spec.backend == "compose":
+        compose_file = folder / "docker-compose.yml"
+        assert stat.S_IMODE(compose_file.stat().st_mode) == 0o600
+        assert "pa$$$$word$$" in compose_file.read_text()  # escaped, so Compose reads it as is
+    leftovers = [p.name for p in folder.rglob(".tmp-*")]
+    assert leftovers == []
+
+
+@pytest.mark.bad_input
+def test_a_cross_origin_post_to_the_dashboard_retires_no_worker(cluster):
+    """A web page the user visits may POST to the dashboard (text/plain needs no CORS
+    preflight): no route there may change anything."""
+    workers = set(cluster.workers)
+    assert len(workers) >= 2
+    dashboard = cluster.dashboard_link.removesuffix("/status")
+    body = json.dumps({"workers": sorted(workers)}).encode()
+    for path in ("/api/v1/retire_workers", "/api/v1/adaptive_target", "/api/v1"):
+        request = urllib.request.Request(
+            f"{dashboard}{path}", data=body, method="POST",
+            headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 404, path
+    with Client(cluster) as client:
+        registered = {w["name"] for w in client.scheduler_info()["workers"].values()}
+        assert registered == workers
+        squares = client.map(lambda i: i * i, range(20), pure=False)
+        assert client.submit(sum, squares).result(timeout=30) == sum(i * i for i in range(20))
+        ran_on = set(client.run(lambda dask_worker: dask_worker.name).values())
+        assert ran_on == workers
 
 
 def test_tls_by_default_and_a_client_without_certificates_is_refused(cluster):
@@ -255,3 +313,59 @@ def test_missing_image_and_taken_port_are_refused_before_anything_starts(
             clusterctl.up(name="busy", backend=backend, port=port, dashboard_port=0)
     assert ours(docker_engine, "noimg") == ours(docker_engine, "busy") == []
     assert not state.cluster_dir("noimg").exists() and not state.cluster_dir("busy").exists()
+
+
+@pytest.mark.fault("destroy died after removing the containers, before the network")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cluster_whose_containers_are_gone_is_listed_and_removed(backend, images, docker_engine):
+    name = f"rem-{backend}"
+    c = clusterctl.up(name=name, backend=backend, workers=1, port=0, dashboard_port=0)
+    c.close()
+    try:
+        with state.locked(name):
+            supervisor.kill(name)  # as `down` does first
+        label = {"label": f"io.clusterctl.cluster={name}"}
+        for container in docker_engine.containers.list(all=True, filters=label):
+            container.remove(force=True)  # as a destroy that died half-way would leave it
+        assert ours(docker_engine, name) == [f"{name}_default" if backend == "compose"
+                                             else f"clusterctl-{name}"]  # fmt: skip
+        listed = json.loads(run_cli("list", "--json").stdout)
+        (found,) = [c for c in listed if c["name"] == name]
+        assert (found["backend"], found["status"]) == (backend, "broken")
+        assert "scheduler container is gone" in found["problem"]
+        assert "network" in found["problem"]
+        result = run_cli("status", "--name", name, check=False)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert f"clusterctl down {name}" in result.stderr
+        down = run_cli("down", name)
+        assert "is down" in down.stdout
+    finally:
+        run_cli("down", name, check=False)
+    assert ours(docker_engine, name) == []
+    assert not state.cluster_dir(name).exists()
+    assert name not in run_cli("list").stdout
+
+
+@pytest.mark.fault("the published port does not answer from this machine")
+def test_a_healthy_container_whose_port_does_not_answer_fails_up_within_its_timeout(
+    images, docker_engine, tmp_path, monkeypatch
+):
+    """The engine can't easily be made to publish a port that doesn't reach the container,
+    so the probe from this machine is made to fail; the container itself is real and gets
+    healthy."""
+    from clusterctl.backends import docker as docker_backend
+    from clusterctl.waiting import WaitTimeout
+
+    monkeypatch.setattr(docker_backend, "answers", lambda url: False)
+    spec = tmp_path / "c.yaml"
+    spec.write_text("backend: docker\nstart-timeout: 15\nscheduler: {port: 0, dashboard-port: 0}\n")
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout) as failed:
+        clusterctl.up(spec, name="unreach", workers=1)
+    assert time.monotonic() - started < 15 + 30  # the timeout, then the clean-up
+    message = str(failed.value)
+    assert "the scheduler of cluster 'unreach' answering at http://127.0.0.1:" in message
+    assert "not within 15 s" in message
+    assert "healthy inside" in message  # what is wrong: the port, not the scheduler
+    assert ours(docker_engine, "unreach") == []
+    assert not state.cluster_dir("unreach").exists()

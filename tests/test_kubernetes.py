@@ -4,6 +4,7 @@ running the rendered pods' containers under Docker as a working Dask cluster."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import distributed
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -134,6 +136,7 @@ def test_operator_resources_pass_the_crds_and_kubernetes_schemas(name):
     kinds = [d["kind"] for d in docs]
     assert kinds.count("DaskCluster") == 1
     assert kinds.count("DaskWorkerGroup") == len(spec.workers) - 1
+    assert kinds.count("NetworkPolicy") == 1
     for doc in docs:
         validate(doc)
 
@@ -148,7 +151,7 @@ def test_the_validators_do_refuse_wrong_manifests():
     container_of(deployment)["argz"] = ["x"]
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(deployment)
-    cluster = copy.deepcopy(render_operator(DEFAULT)[0])
+    cluster = copy.deepcopy(by_kind(render_operator(DEFAULT), "DaskCluster")[0])
     cluster["spec"]["worker"]["replicas"] = "two"
     with pytest.raises(jsonschema.ValidationError):
         validate(cluster)
@@ -260,19 +263,61 @@ def test_network_policy_admits_only_the_cluster_to_the_scheduler_and_workers():
     everything, public = policy["spec"]["ingress"]
     assert everything == {"from": [{"podSelector": ours}]}  # any port: workers' are random
     assert public["from"] == [{"podSelector": {}}]  # the namespace's pods
-    assert sorted(p["port"] for p in public["ports"]) == [8787, 8888]
+    assert sorted(p["port"] for p in public["ports"]) == [8787, 8888]  # a read-only dashboard
+
+
+def routes_of(container: dict[str, Any]) -> list[str] | None:
+    """The scheduler's HTTP routes as its environment sets them (None: the image's own)."""
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    value = env.get("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES")
+    return None if value is None else ast.literal_eval(value)  # as dask.config parses it
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_only_the_operators_scheduler_serves_the_http_api_and_only_to_it(name):
+    spec = SPECS[name]
+    plain = container_of(by_kind(render(spec), "Deployment")[0])
+    assert plain["name"] == "scheduler" and routes_of(plain) is None  # the image's: no API
+    docs = render_operator(spec, operator_namespace="ops")
+    assert docs[0]["kind"] == "NetworkPolicy"  # in place before the scheduler starts
+    (cluster,) = by_kind(docs, "DaskCluster")
+    (scheduler,) = cluster["spec"]["scheduler"]["spec"]["containers"]
+    routes = routes_of(scheduler)
+    assert "distributed.http.scheduler.api" in routes  # what the operator retires workers by
+    shipped = yaml.safe_load(Path(distributed.__file__).with_name("distributed.yaml").read_text())
+    assert set(shipped["distributed"]["scheduler"]["http"]["routes"]) <= set(routes)
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    ours = {"matchLabels": {INSTANCE: spec.name}}
+    # Every pod the operator makes carries the DaskCluster's labels, so this selects them.
+    assert cluster["metadata"]["labels"][INSTANCE] == spec.name
+    assert cluster["spec"]["scheduler"]["metadata"]["labels"][INSTANCE] == spec.name
+    assert policy["spec"]["podSelector"] == ours
+    everything, operator, public = policy["spec"]["ingress"]
+    assert everything == {"from": [{"podSelector": ours}]}
+    assert operator["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "dask-kubernetes-operator"}},
+        }
+    ]  # both selectors in one entry: the operator's pods in its namespace, nothing else
+    assert sorted(p["port"] for p in operator["ports"]) == [8786, 8787]
+    assert public["from"] == [{"podSelector": {}}]
+    assert [p["port"] for p in public["ports"]] == [8888]  # JupyterLab, which wants its token
+    validate(policy)
 
 
 def test_operator_form_is_the_same_pods():
     plain = {d["metadata"]["labels"].get("io.clusterctl.group") or
              d["metadata"]["labels"][COMPONENT]: container_of(d)
              for d in by_kind(render(GROUPS), "Deployment")}  # fmt: skip
-    cluster, *groups = render_operator(GROUPS)
+    docs = render_operator(GROUPS)
+    (cluster,) = by_kind(docs, "DaskCluster")
+    groups = by_kind(docs, "DaskWorkerGroup")
     assert cluster["metadata"]["name"] == GROUPS.name
     assert ClusterSpec.from_dict(yaml.safe_load(cluster["metadata"]["annotations"][
         "io.clusterctl.spec"])) == GROUPS  # fmt: skip
     scheduler = cluster["spec"]["scheduler"]["spec"]["containers"][0]
-    assert scheduler == plain["scheduler"]
+    assert {k: v for k, v in scheduler.items() if k != "env"} == plain["scheduler"]
     assert cluster["spec"]["scheduler"]["service"]["selector"] == {
         "dask.org/cluster-name": GROUPS.name, "dask.org/component": "scheduler"
     }  # fmt: skip
@@ -355,7 +400,7 @@ def test_render_cli(tmp_path):
     out = run_cli("render", "-b", "kubernetes", "-f", str(spec_file), "--operator").stdout
     docs = list(yaml.safe_load_all(out))
     assert [d["kind"] for d in docs] == [
-        "DaskCluster", "DaskWorkerGroup", "Deployment", "Service"
+        "NetworkPolicy", "DaskCluster", "DaskWorkerGroup", "Deployment", "Service"
     ]  # fmt: skip
     for doc in docs:
         validate(doc)

@@ -7,13 +7,18 @@ worker services up; the containers carry the docker backend's labels, so status,
 ``from_name`` and ``down`` read the engine exactly as that backend does (this class
 extends it).
 
-Scale-down: the controller retires the workers it chose through the scheduler; they exit 0
-and stay down (``restart: on-failure``), and ``compose rm`` then removes the stopped
-containers of the service, which are exactly those. Left to itself, ``--scale`` would
+Scale-down: the controller retires the workers it chose through the scheduler, then the
+docker backend's ``stop_workers`` removes exactly those containers through the engine
+(Compose keeps no state but the containers' labels). Left to itself, ``--scale`` would
 remove the highest-numbered replicas, data and all.
 
 A worker's Dask name is its container's hostname (the container id), the one per-replica
 name a process inside a Compose replica can know.
+
+Compose interpolates ``$`` in the file it reads, so :func:`render` writes every string as
+``$$``-escaped text, except the renderer's own ``${CLUSTERCTL_...}`` settings of the file
+for plain ``docker compose``: an env value ``${HOME}`` or a password with a ``$`` reaches the
+container exactly as written.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from functools import cache
 from typing import Any
 
@@ -81,20 +85,6 @@ class ComposeBackend(DockerBackend):
         return [self._member_name(c) for c in self._service_containers(group.name)
                 if c.id not in before]  # fmt: skip
 
-    def stop_workers(self, names: list[str]) -> None:
-        wanted = set(names)
-        victims = [c for c in self._containers() if self._member_name(c) in wanted]
-        deadline = time.monotonic() + 10  # retired workers exit by themselves, soon
-        for container in victims:
-            while container.status in ("running", "restarting", "created"):
-                if time.monotonic() > deadline:
-                    container.update(restart_policy={"Name": "no"})
-                    container.stop(timeout=10)  # never registered, or would not go
-                container.reload()
-                time.sleep(0.1)
-        for group in {c.labels.get(GROUP) for c in victims} - {None}:
-            self._compose("rm", "-f", group)  # removes the service's stopped containers
-
     def _member_name(self, container: Any) -> str:
         if container.labels.get(ROLE) == "worker":
             return container.attrs["Config"]["Hostname"]
@@ -104,16 +94,21 @@ class ComposeBackend(DockerBackend):
         return [c for c in self._containers() if c.labels.get(GROUP) == service]
 
     def _compose(self, *args: str) -> None:
-        folder = state.cluster_dir(self.spec.name)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        file = folder / "docker-compose.yml"
+        """Run Compose on this cluster's file (0600, in its 0700 folder: it holds env values),
+        written afresh from the spec; within ``start-timeout`` plus a minute."""
+        file = state.make_cluster_dir(self.spec.name) / "docker-compose.yml"
         rendered = render(self.spec, dashboard=self.dashboard_address())
-        file.write_text(yaml.safe_dump(rendered, sort_keys=False))
+        state.write_text(file, yaml.safe_dump(rendered, sort_keys=False))
         command = [*compose_command(), "--project-name", self.spec.name, "--file", str(file)]
-        done = subprocess.run([*command, *args], capture_output=True, text=True)
+        shown = f"`{' '.join(command[:-4])} {' '.join(args)}`"
+        timeout = self.spec.start_timeout + 60
+        try:
+            done = subprocess.run([*command, *args], capture_output=True, text=True,
+                                  timeout=timeout)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise ClusterctlError(f"{shown} did not finish within {timeout:g} s") from None
         if done.returncode != 0:
-            raise ClusterctlError(f"`{' '.join(command[:-4])} {' '.join(args)}` failed:\n"
-                                  f"{done.stderr.strip()[-3000:]}")  # fmt: skip
+            raise ClusterctlError(f"{shown} failed:\n{done.stderr.strip()[-3000:]}")
 
 
 @cache
@@ -148,6 +143,10 @@ def render(
     sched = spec.scheduler
     address = f"{'tls' if spec.security.tls else 'tcp'}://scheduler:8786"
 
+    def own(text: str) -> str:
+        """Text with the renderer's own interpolations (only for plain Compose)."""
+        return text if managed else Interpolated(text)
+
     def outside(number: int, what: str) -> str:
         """A published port; 0 = any free port. For plain Compose, CLUSTERCTL_<WHAT>_PORT
         may change it."""
@@ -155,7 +154,7 @@ def render(
 
     def port(number: int, inside: int, what: str) -> str:
         """A published port in Compose's short syntax."""
-        return f"{sched.host}:{outside(number, what)}:{inside}"
+        return own(f"{sched.host}:{outside(number, what)}:{inside}")
 
     def healthy() -> dict[str, Any]:
         return {"scheduler": {"condition": "service_healthy"}}
@@ -170,7 +169,7 @@ def render(
             volumes.append(f"{tls_files(spec.name).ca.parent}:{TLS_IN_CONTAINER}:ro")
         image = group.image if group and group.image else images.default_image(role)
         if not managed and image == images.default_image(role):
-            image = f"{image.partition(':')[0]}:${{CLUSTERCTL_TAG:-latest}}"
+            image = own(f"{image.partition(':')[0]}:${{CLUSTERCTL_TAG:-latest}}")
         out = {
             "image": image,
             **fields,
@@ -209,7 +208,7 @@ def render(
         if dashboard is None and sched.dashboard_port:
             dashboard = f"{sched.host}:{outside(sched.dashboard_port, 'DASHBOARD')}"
         if dashboard:  # where a browser on this machine finds the dashboard
-            env["CLUSTERCTL_DASHBOARD_URL"] = f"http://{dashboard}"
+            env["CLUSTERCTL_DASHBOARD_URL"] = own(f"http://{dashboard}")
         if managed:
             env |= {"JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(spec)}
         notebook = service(
@@ -228,7 +227,25 @@ def render(
         out["networks"] = {
             "default": {"labels": {CLUSTER: spec.name, BACKEND: ComposeBackend.kind}}
         }
-    return out
+    return escaped(out)
+
+
+class Interpolated(str):
+    """Text Compose is meant to interpolate: the renderer's own ``${CLUSTERCTL_...}``."""
+
+
+def escaped(value: Any) -> Any:
+    """A rendered file's values as Compose must read them: ``$`` as ``$$`` in every string
+    but :class:`Interpolated` ones (keys are names the spec has checked)."""
+    if isinstance(value, Interpolated):
+        return str(value)
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {k: escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escaped(v) for v in value]
+    return value
 
 
 def render_text(spec: ClusterSpec) -> str:

@@ -5,6 +5,11 @@ Everything is read back from the engine: containers, the network and volumes car
 carries the spec, so any process, even after the creating one was killed, finds and
 removes all of it. Worker name = container name = Dask worker name. Workers restart on
 failure (a killed or crashed worker comes back); a retired worker exits 0 and stays down.
+
+Discovery reads only: a cluster is whatever carries its label (a container, a network, a
+volume) or a state folder whose ``spec.json`` names this backend. One whose scheduler
+container is gone, or whose spec label can't be read, comes back from :meth:`attach` with
+``problem`` set, and ``destroy`` removes what is left of it by label.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from clusterctl import images, state
+from clusterctl import images, state, waiting
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.security import tls_files
-from clusterctl.spec import ClusterSpec, Mount, WorkerGroup
+from clusterctl.spec import ClusterSpec, Mount, WorkerGroup, is_cluster_name
 
 CLUSTER = "io.clusterctl.cluster"
 ROLE = "io.clusterctl.role"
@@ -32,13 +37,14 @@ BACKEND = "io.clusterctl.backend"
 SPEC = "io.clusterctl.spec"
 TLS_IN_CONTAINER = "/etc/clusterctl/tls"
 TOKEN_IN_CONTAINER = "/etc/clusterctl/notebook/token"
+NO_ENGINE = "its state folder names a container backend, and no Docker Engine answers here"
 
 
 class DockerBackend(Backend):
     kind = "docker"
 
-    def __init__(self, spec: ClusterSpec):
-        super().__init__(spec)
+    def __init__(self, spec: ClusterSpec, problem: str | None = None):
+        super().__init__(spec, problem)
         self._client: Any = None
 
     @property
@@ -51,28 +57,32 @@ class DockerBackend(Backend):
 
     @classmethod
     def cluster_names(cls) -> list[str]:
-        client = _client_or_none()
-        if client is None:
-            return []
-        names = []
-        for c in client.containers.list(all=True, filters=_filters(cls.kind, role="scheduler")):
-            name = c.labels[CLUSTER]
-            if c.status in ("exited", "dead") and not _running_workers(client, cls.kind, name):
-                cls(_spec_of(c)).destroy()  # stale: nothing of it runs any more
-                state.remove(name)
-                continue
-            names.append(name)
+        names = {n for n in state.names() if state.stored_backend(n) == cls.kind}
+        client = client_or_none()
+        if client is not None:
+            names.update(labelled_names(client, cls.kind))
         return sorted(names)
 
     @classmethod
     def attach(cls, name: str) -> DockerBackend | None:
-        client = _client_or_none()
+        client = client_or_none()
+        in_state = state.stored_backend(name) == cls.kind
         if client is None:
-            return None
-        found = client.containers.list(all=True, filters=_filters(cls.kind, name, role="scheduler"))
-        if not found:
-            return None
-        backend = cls(_spec_of(found[0]))
+            if not in_state:
+                return None
+            return cls(ClusterSpec.placeholder(name, cls.kind), problem=NO_ENGINE)
+        found = client.containers.list(
+            all=True, filters=label_filters(cls.kind, name, role="scheduler")
+        )
+        if found:
+            spec, problem = read_spec(found[0].labels, name, cls.kind, "its scheduler container")
+            backend = cls(spec, problem=problem)
+        else:
+            left = remains(client, cls.kind, name)
+            if not left and not in_state:
+                return None
+            problem = f"its scheduler container is gone (left: {', '.join(left) or 'its state'})"
+            backend = cls(ClusterSpec.placeholder(name, cls.kind), problem=problem)
         backend._client = client
         return backend
 
@@ -92,7 +102,8 @@ class DockerBackend(Backend):
 
     def start_scheduler(self) -> None:
         sched = self.spec.scheduler
-        self.client.networks.create(self._network, driver="bridge", labels=self._labels())
+        with engine_errors(f"creating network {self._network}"):
+            self.client.networks.create(self._network, driver="bridge", labels=self._labels())
         args = ["--port", "8786"]
         if self.spec.security.tls:
             self._share_with_containers(tls_files(self.spec.name).ca.parent)
@@ -109,25 +120,42 @@ class DockerBackend(Backend):
             self._start_notebook()
 
     def wait_until_ready(self) -> None:
-        scheduler = self._container("scheduler")
+        """Until the scheduler answers on its published dashboard port (asked directly: the
+        engine's health status changes only every HEALTHCHECK interval, 3 s), then the
+        notebook is healthy; all within ``start-timeout``."""
         deadline = time.monotonic() + self.spec.start_timeout
-        # Asked over the published dashboard port rather than through the engine's health
-        # status, which only changes every HEALTHCHECK interval (3 s).
-        while not _answers(f"http://{self._published('8787/tcp', scheduler)}/health"):
-            scheduler.reload()
-            if scheduler.status in ("exited", "dead") or time.monotonic() > deadline:
-                self._wait_healthy(scheduler)  # fails with the container's log
-            time.sleep(0.1)
+        scheduler = self._container("scheduler")
+        if scheduler is None:
+            raise ClusterctlError(f"the scheduler container of {self.spec.name!r} is gone")
+        url = f"http://{self._published('8787/tcp', scheduler)}/health"
+
+        def ready() -> bool:
+            if answers(url):
+                return True
+            _check_not_exited(scheduler)
+            return False
+
+        waiting.until(
+            ready,
+            timeout=self.spec.start_timeout,
+            what=f"the scheduler of cluster {self.spec.name!r} answering at {url} from here",
+            detail=lambda: _unreachable_detail(scheduler),
+        )
         if self.spec.notebook.enabled:
-            self._wait_healthy(self._container("notebook"))
+            notebook = self._container("notebook")
+            if notebook is None:
+                raise ClusterctlError(f"the notebook container of {self.spec.name!r} is gone")
+            _wait_healthy(notebook, max(deadline - time.monotonic(), 0))
 
     def _write_notebook_token(self) -> Path:
         """A fresh JupyterLab token in the state folder, for mounting (never in env)."""
-        token_file = state.cluster_dir(self.spec.name) / "notebook" / "token"
-        token_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        token_file.write_text(secrets.token_urlsafe(24))
+        token_file = state.make_cluster_dir(self.spec.name) / "notebook" / "token"
+        state.write_text(token_file, secrets.token_urlsafe(24))
         self._share_with_containers(token_file.parent)
         return token_file
+
+    def _notebook_token(self) -> str | None:
+        return state.read_text(state.cluster_dir(self.spec.name) / "notebook" / "token")
 
     def _start_notebook(self) -> None:
         token_file = self._write_notebook_token()
@@ -145,11 +173,11 @@ class DockerBackend(Backend):
         )  # fmt: skip
 
     def notebook_url(self) -> str | None:
-        token_file = state.cluster_dir(self.spec.name) / "notebook" / "token"
         container = self._container("notebook")
-        if container is None or not token_file.exists():
+        token = self._notebook_token()
+        if container is None or token is None:
             return None
-        return f"http://{self._published('8888/tcp', container)}/lab?token={token_file.read_text()}"
+        return f"http://{self._published('8888/tcp', container)}/lab?token={token}"
 
     def dashboard_address(self) -> str | None:
         container = self._container("scheduler")
@@ -211,10 +239,11 @@ class DockerBackend(Backend):
     def destroy(self) -> None:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(_remove, self._containers()))
-        for network in self.client.networks.list(filters=_filters(self.kind, self.spec.name)):
-            network.remove()
-        for volume in self.client.volumes.list(filters=_filters(self.kind, self.spec.name)):
-            volume.remove(force=True)
+        ours = label_filters(self.kind, self.spec.name)
+        for network in self.client.networks.list(filters=ours):
+            remove_network(network)
+        for volume in self.client.volumes.list(filters=ours):
+            remove_volume(volume)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -253,13 +282,14 @@ class DockerBackend(Backend):
         if self.spec.security.tls:
             folder = tls_files(self.spec.name).ca.parent
             volumes[str(folder)] = {"bind": TLS_IN_CONTAINER, "mode": "ro"}
-        return self.client.containers.run(
-            image, command, name=name, hostname=name, detach=True, network=self._network,
-            labels={**self._labels(role, group), **(extra_labels or {})}, volumes=volumes,
-            user=container_user(), cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            restart_policy={"Name": "on-failure"} if restart else {"Name": "no"},
-            init=False, **kwargs,
-        )  # fmt: skip
+        with engine_errors(f"starting container {name}"):
+            return self.client.containers.run(
+                image, command, name=name, hostname=name, detach=True, network=self._network,
+                labels={**self._labels(role, group), **(extra_labels or {})}, volumes=volumes,
+                user=container_user(), cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                restart_policy={"Name": "on-failure"} if restart else {"Name": "no"},
+                init=False, **kwargs,
+            )  # fmt: skip
 
     @staticmethod
     def _share_with_containers(folder: Path) -> None:
@@ -284,7 +314,9 @@ class DockerBackend(Backend):
         return f"{protocol}://{self.spec.name}-scheduler:8786"
 
     def _containers(self) -> list[Any]:
-        return self.client.containers.list(all=True, filters=_filters(self.kind, self.spec.name))
+        return self.client.containers.list(
+            all=True, filters=label_filters(self.kind, self.spec.name)
+        )
 
     def _member_name(self, container: Any) -> str:
         """The name status and scale use: the container's, which is the Dask worker's."""
@@ -305,19 +337,6 @@ class DockerBackend(Backend):
         host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
         return f"{host}:{binding[0]['HostPort']}"
 
-    def _wait_healthy(self, container: Any) -> None:
-        deadline = time.monotonic() + self.spec.start_timeout
-        while time.monotonic() < deadline:
-            container.reload()
-            health = container.attrs["State"].get("Health", {}).get("Status")
-            if health == "healthy":
-                return
-            if container.status in ("exited", "dead"):
-                break
-            time.sleep(0.2)
-        logs = container.logs().decode(errors="replace")[-3000:]
-        raise ClusterctlError(f"{container.name} did not become healthy:\n{logs}")
-
 
 def log_lines(container: Any, follow: bool = False) -> Iterator[str]:
     """A container's log, line by line; with ``follow``, until it stops."""
@@ -331,7 +350,7 @@ def log_lines(container: Any, follow: bool = False) -> Iterator[str]:
         yield from (line.decode(errors="replace") for line in lines)
 
 
-def _client_or_none() -> Any | None:
+def client_or_none() -> Any | None:
     """The engine's client, or None where there is no SDK or no engine (nothing to find)."""
     try:
         return images.docker_client()
@@ -339,7 +358,7 @@ def _client_or_none() -> Any | None:
         return None
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     """Whether ``url`` answers 200 now."""
     import urllib.request
 
@@ -350,21 +369,140 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _filters(kind: str, name: str | None = None, role: str | None = None) -> dict[str, list[str]]:
+def label_filters(
+    kind: str, name: str | None = None, role: str | None = None
+) -> dict[str, list[str]]:
+    """The engine's filter for what backend ``kind`` made (of cluster ``name``, in ``role``)."""
     labels = [f"{BACKEND}={kind}", f"{CLUSTER}={name}" if name else CLUSTER]
     if role:
         labels.append(f"{ROLE}={role}")
     return {"label": labels}
 
 
-def _spec_of(container: Any) -> ClusterSpec:
-    name = container.labels[CLUSTER]
-    return ClusterSpec.from_dict(json.loads(container.labels[SPEC]), source=f"cluster {name!r}")
+def labelled_names(client: Any, kind: str, services: bool = False) -> set[str]:
+    """Cluster names on the labels of backend ``kind``'s containers, networks and volumes
+    (and, with ``services``, swarm services and secrets)."""
+    ours = label_filters(kind)
+    collections = [
+        client.containers.list(all=True, filters=ours),
+        client.networks.list(filters=ours),
+        client.volumes.list(filters=ours),
+    ]
+    if services:
+        collections += [client.services.list(filters=ours), client.secrets.list(filters=ours)]
+    names = set()
+    for items in collections:
+        for item in items:
+            labels = _labels_of(item)
+            names.add(labels.get(CLUSTER, ""))
+    return {n for n in names if is_cluster_name(n)}
 
 
-def _running_workers(client: Any, kind: str, name: str) -> bool:
-    found = client.containers.list(filters=_filters(kind, name, role="worker"))
-    return bool(found)
+def remains(client: Any, kind: str, name: str, services: bool = False) -> list[str]:
+    """What the engine holds of cluster ``name`` of backend ``kind``, as "network X" etc."""
+    ours = label_filters(kind, name)
+    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=ours)]
+    found += [f"network {n.name}" for n in client.networks.list(filters=ours)]
+    found += [f"volume {v.name}" for v in client.volumes.list(filters=ours)]
+    if services:
+        found += [f"service {s.name}" for s in client.services.list(filters=ours)]
+        found += [f"secret {s.name}" for s in client.secrets.list(filters=ours)]
+    return found
+
+
+def read_spec(
+    labels: dict[str, str], name: str, kind: str, where: str
+) -> tuple[ClusterSpec, str | None]:
+    """The spec in the labels of cluster ``name``'s scheduler; when it can't be read (a
+    garbled or edited label), a placeholder and the reason, so the cluster can be removed."""
+    try:
+        spec = ClusterSpec.from_dict(json.loads(labels[SPEC]), source=f"cluster {name!r}")
+    except Exception as exc:  # anything may be in a label: report it, never fail on it
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        return ClusterSpec.placeholder(name, kind), f"{where}'s spec label is unreadable ({reason})"
+    if spec.name != name or spec.backend != kind:
+        problem = f"{where}'s spec label names cluster {spec.name!r} on {spec.backend}"
+        return ClusterSpec.placeholder(name, kind), problem
+    return spec, None
+
+
+def _labels_of(item: Any) -> dict[str, str]:
+    """An engine object's labels: a network's or volume's own, a container's in its config,
+    a service's or secret's in its spec."""
+    for where in (item.attrs, item.attrs.get("Config") or {}, item.attrs.get("Spec") or {}):
+        if where.get("Labels"):
+            return where["Labels"]
+    return {}
+
+
+@contextlib.contextmanager
+def engine_errors(doing: str) -> Iterator[None]:
+    """The engine's refusals as clusterctl errors (a message, never a traceback)."""
+    import docker.errors
+
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise ClusterctlError(f"{doing} failed: {exc.explanation or exc}") from None
+
+
+def remove_network(network: Any) -> None:
+    """Remove a network of ours; one already gone counts as removed."""
+    import docker.errors
+
+    try:
+        network.remove()
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        raise ClusterctlError(
+            f"network {network.name} could not be removed ({exc.explanation or exc}); a "
+            "container of someone else's may still use it: disconnect it, then run `clusterctl "
+            "down` again"
+        ) from None
+
+
+def remove_volume(volume: Any) -> None:
+    """Remove a volume of ours; one already gone counts as removed."""
+    import docker.errors
+
+    with (
+        contextlib.suppress(docker.errors.NotFound),
+        engine_errors(f"removing volume {volume.name}"),
+    ):
+        volume.remove(force=True)
+
+
+def _check_not_exited(container: Any) -> None:
+    """Fail with its log when a container we wait for has exited."""
+    container.reload()
+    if container.status in ("exited", "dead"):
+        code = container.attrs["State"].get("ExitCode")
+        raise ClusterctlError(f"{container.name} exited (status {code}):\n{_log_tail(container)}")
+
+
+def _wait_healthy(container: Any, timeout: float) -> None:
+    def healthy() -> bool:
+        _check_not_exited(container)
+        return container.attrs["State"].get("Health", {}).get("Status") == "healthy"
+
+    waiting.until(healthy, timeout=timeout, interval=0.2, what=f"{container.name} becoming "
+                  "healthy", detail=lambda: _log_tail(container))  # fmt: skip
+
+
+def _unreachable_detail(container: Any) -> str:
+    """Why a container's published port may not answer from here."""
+    container.reload()
+    if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
+        return (
+            f"{container.name} is healthy inside, so its published port does not reach it from "
+            "this machine: a firewall, or an engine on another machine (DOCKER_HOST)?"
+        )
+    return _log_tail(container)
+
+
+def _log_tail(container: Any) -> str:
+    return container.logs(tail=40).decode(errors="replace")[-3000:]
 
 
 def container_user() -> str:
@@ -436,9 +574,25 @@ def _remove(container: Any) -> None:
         return
     except docker.errors.APIError as exc:
         if exc.status_code != 409:  # 409: "removal of container … is already in progress"
-            raise
-        with contextlib.suppress(docker.errors.NotFound):
-            container.wait(condition="removed", timeout=60)
+            raise ClusterctlError(
+                f"removing container {container.name} failed: {exc.explanation or exc}"
+            ) from None
+        waiting.until(
+            lambda: _gone(container),
+            timeout=60,
+            interval=0.2,
+            what=f"container {container.name} being removed by another command",
+        )
+
+
+def _gone(container: Any) -> bool:
+    import docker.errors
+
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return True
+    return False
 
 
 def _sort_key(name: str) -> tuple[int, str, int]:

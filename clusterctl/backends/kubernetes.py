@@ -13,9 +13,17 @@ Two renderings of one spec:
 
 Traffic inside the namespace is plain TCP: per-cluster certificates can't live in a static
 manifest. The NetworkPolicy lets only pods of the cluster (``app.kubernetes.io/instance``)
-reach the scheduler's comm port and the workers; any pod of the namespace may reach the
-dashboard (8787) and JupyterLab (8888). JupyterLab takes its token from the Secret
+reach the scheduler's comm port and the workers; any pod of the namespace may reach
+JupyterLab (8888), which wants its token. JupyterLab takes its token from the Secret
 ``<name>-notebook-token`` (key ``token``) when there is one, else makes one up and logs it.
+
+The dashboard (8787) serves no route that changes anything (the images leave Dask's
+``distributed.http.scheduler.api`` out), so in the plain manifests any pod of the namespace
+may read it. The operator retires workers and adapts through that API
+(``/api/v1/retire_workers``, ``/api/v1/adaptive_target``), so the DaskCluster's scheduler
+turns it on, and its NetworkPolicy lets only the cluster's own pods and the operator's
+(``app.kubernetes.io/name: dask-kubernetes-operator`` in the operator's namespace) reach the
+scheduler: a stranger's POST could otherwise retire every worker.
 
 :class:`KubernetesBackend` (``clusterctl up --backend kubernetes``) hands the DaskCluster to
 ``dask_kubernetes.operator.KubeCluster``; the operator then owns the workers: it keeps each
@@ -42,6 +50,7 @@ from clusterctl.backends.docker import (
     ROLE,
     SPEC,
     container_limits,
+    read_spec,
     worker_args,
 )
 from clusterctl.errors import ClusterctlError, UserInputError
@@ -52,6 +61,14 @@ COMPONENT = "app.kubernetes.io/component"
 USER_ID = 1000  # the images' user "dask" (group 0)
 OPERATOR_GROUP = "default"  # the operator's name for a DaskCluster's own worker group
 OPERATOR_API = "kubernetes.dask.org/v1"
+OPERATOR_APP = "dask-kubernetes-operator"  # its pods' app.kubernetes.io/name (Helm chart)
+OPERATOR_NAMESPACE = "dask-operator"  # where its install guide puts it
+# Dask's default scheduler routes plus the HTTP API the operator calls (dask-kubernetes#807).
+OPERATOR_ROUTES = json.dumps([
+    "distributed.http.scheduler.prometheus", "distributed.http.scheduler.info",
+    "distributed.http.scheduler.json", "distributed.http.health", "distributed.http.proxy",
+    "distributed.http.statics", "distributed.http.scheduler.api",
+])  # fmt: skip
 
 HEADER = """\
 # A Dask cluster for Kubernetes: {apply}
@@ -111,13 +128,17 @@ def render(spec: ClusterSpec, *, tag: str | None = "latest") -> list[dict[str, A
     return out
 
 
-def render_operator(spec: ClusterSpec, *, tag: str | None = "latest") -> list[dict[str, Any]]:
-    """A ``DaskCluster`` (the first worker group is its own), a ``DaskWorkerGroup`` per
-    other group, and the notebook's Deployment and Service when the spec asks for one.
+def render_operator(
+    spec: ClusterSpec, *, tag: str | None = "latest", operator_namespace: str = OPERATOR_NAMESPACE
+) -> list[dict[str, Any]]:
+    """The NetworkPolicy that admits only the cluster's pods and the operator's (in
+    ``operator_namespace``) to the scheduler, a ``DaskCluster`` (the first worker group is
+    its own), a ``DaskWorkerGroup`` per other group, and the notebook's Deployment and
+    Service when the spec asks for one.
 
     The operator names each worker's Deployment and passes it as ``DASK_WORKER_NAME`` (the
     Dask worker name it retires by) and sets ``DASK_SCHEDULER_ADDRESS``, which the image's
-    entrypoint reads.
+    entrypoint reads. Its scheduler serves the HTTP API the operator retires workers by.
     """
     _check_renderable(spec)
     names = [operator_group(spec, g) for g in spec.workers]
@@ -136,7 +157,7 @@ def render_operator(spec: ClusterSpec, *, tag: str | None = "latest") -> list[di
         }
 
     first, *others = spec.workers
-    scheduler = _scheduler_container(spec, tag)
+    scheduler = _scheduler_container(spec, tag, routes=OPERATOR_ROUTES)
     cluster = {
         "apiVersion": OPERATOR_API,
         "kind": "DaskCluster",
@@ -161,7 +182,7 @@ def render_operator(spec: ClusterSpec, *, tag: str | None = "latest") -> list[di
         },
     }
     cluster["metadata"]["labels"][BACKEND] = KubernetesBackend.kind
-    out = [cluster]
+    out = [_network_policy(spec, operator_namespace), cluster]  # closed before it opens
     for group in others:
         out.append(
             {
@@ -188,7 +209,9 @@ def render_text(spec: ClusterSpec, *, operator: bool = False) -> str:
         scheduler=scheduler_address(spec),
         name=spec.name,
         network=(
-            " (no NetworkPolicy here: the operator must reach\n# the scheduler's HTTP API)"
+            "; the NetworkPolicy lets only this cluster's pods\n# and the dask-kubernetes "
+            f"operator's (in namespace {OPERATOR_NAMESPACE}: edit it if yours runs\n# "
+            "elsewhere) reach the scheduler"
             if operator
             else "; the NetworkPolicy lets only this cluster's pods\n# reach the scheduler's "
             "8786 and the workers"
@@ -321,15 +344,20 @@ def _container(name: str, image: str, args: list[str], ports: list[tuple[str, in
     }
 
 
-def _scheduler_container(spec: ClusterSpec, tag: str | None) -> dict[str, Any]:
+def _scheduler_container(
+    spec: ClusterSpec, tag: str | None, routes: str | None = None
+) -> dict[str, Any]:
+    """The scheduler's container; ``routes``: its HTTP routes, when not the images' own."""
     container = _container(
         "scheduler",
         _image("scheduler", tag),
         ["scheduler", "--port", "8786"],
         [("tcp-comm", 8786), ("http-dashboard", 8787)],
     )
-    if spec.scheduler.env:
-        container["env"] = [{"name": k, "value": v} for k, v in spec.scheduler.env.items()]
+    env = {"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": routes} if routes else {}
+    env |= spec.scheduler.env
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
     return {**container, **_probes("http-dashboard", "/health")}
 
 
@@ -422,25 +450,36 @@ def _service(spec: ClusterSpec, role: str, ports: list[tuple[str, int]]) -> dict
     }
 
 
-def _network_policy(spec: ClusterSpec) -> dict[str, Any]:
+def _network_policy(spec: ClusterSpec, operator_namespace: str | None = None) -> dict[str, Any]:
     """Pods of the cluster reach each other on any port (workers listen on random ones);
-    other pods of the namespace reach only the dashboard and JupyterLab."""
+    other pods of the namespace reach only the dashboard and JupyterLab.
+
+    With ``operator_namespace`` (the DaskCluster, whose dashboard serves the HTTP API that
+    retires workers): the operator's pods there reach the scheduler (its API, and its comm
+    port, which the operator falls back to), and other pods only JupyterLab.
+    """
     ours = {"matchLabels": {INSTANCE: spec.name}}
+
+    def ports(*numbers: int) -> list[dict[str, Any]]:
+        return [{"port": n, "protocol": "TCP"} for n in numbers]
+
+    ingress: list[dict[str, Any]] = [{"from": [{"podSelector": ours}]}]
+    if operator_namespace is None:
+        ingress.append({"from": [{"podSelector": {}}], "ports": ports(8787, 8888)})
+    else:
+        operator = {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+            },
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": OPERATOR_APP}},
+        }
+        ingress.append({"from": [operator], "ports": ports(8786, 8787)})
+        ingress.append({"from": [{"podSelector": {}}], "ports": ports(8888)})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _metadata(f"{spec.name}-dask", spec),
-        "spec": {
-            "podSelector": ours,
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": [{"podSelector": ours}]},
-                {
-                    "from": [{"podSelector": {}}],
-                    "ports": [{"port": 8787, "protocol": "TCP"}, {"port": 8888, "protocol": "TCP"}],
-                },
-            ],
-        },
+        "spec": {"podSelector": ours, "policyTypes": ["Ingress"], "ingress": ingress},
     }
 
 
@@ -453,9 +492,10 @@ class KubernetesBackend(Backend):
     kind = "kubernetes"
     orchestrated = True
 
-    def __init__(self, spec: ClusterSpec, namespace: str | None = None):
-        super().__init__(spec)
+    def __init__(self, spec: ClusterSpec, namespace: str | None = None, problem: str | None = None):
+        super().__init__(spec, problem)
         self.namespace = namespace
+        self.operator_namespace = OPERATOR_NAMESPACE
         self._kube: Any = None
 
     @classmethod
@@ -473,8 +513,8 @@ class KubernetesBackend(Backend):
             return None
         for cluster in _our_clusters():
             if cluster.name == name:
-                spec = ClusterSpec.from_dict(json.loads(cluster.annotations[SPEC]), "DaskCluster")
-                return cls(spec, namespace=cluster.namespace)
+                spec, problem = read_spec(cluster.annotations, name, cls.kind, "its DaskCluster")
+                return cls(spec, namespace=cluster.namespace, problem=problem)
         return None
 
     def preflight(self) -> None:
@@ -507,6 +547,7 @@ class KubernetesBackend(Backend):
                 "cluster (no DaskCluster CRD); install it with its Helm chart"
             )
         self.namespace = self.namespace or api.namespace
+        self.operator_namespace = _operator_namespace(api)
 
     @property
     def kube(self) -> Any:
@@ -521,21 +562,22 @@ class KubernetesBackend(Backend):
         return self._kube
 
     def start_scheduler(self) -> None:
-        """Create the DaskCluster (scheduler and first group), other groups, the notebook."""
+        """Create, in order, the NetworkPolicy, the DaskCluster (scheduler and first group),
+        other groups, the notebook."""
         from dask_kubernetes.operator import KubeCluster
+        from kr8s.objects import object_from_spec
 
-        cluster, *rest = render_operator(self.spec, tag=None)
-        self._kube = KubeCluster(
-            custom_cluster_spec=cluster, namespace=self.namespace, create_mode="create_only",
-            shutdown_on_close=False, quiet=True, resource_timeout=self.spec.start_timeout,
-        )  # fmt: skip
-        for doc in rest:
-            if doc["kind"] == "DaskWorkerGroup":
+        docs = render_operator(self.spec, tag=None, operator_namespace=self.operator_namespace)
+        for doc in docs:
+            if doc["kind"] == "DaskCluster":
+                self._kube = KubeCluster(
+                    custom_cluster_spec=doc, namespace=self.namespace, create_mode="create_only",
+                    shutdown_on_close=False, quiet=True, resource_timeout=self.spec.start_timeout,
+                )  # fmt: skip
+            elif doc["kind"] == "DaskWorkerGroup":
                 name = doc["metadata"]["name"].removeprefix(f"{self.spec.name}-")
-                self._kube.add_worker_group(name, custom_spec=doc["spec"]["worker"])
+                self.kube.add_worker_group(name, custom_spec=doc["spec"]["worker"])
             else:
-                from kr8s.objects import object_from_spec
-
                 doc["metadata"]["namespace"] = self.namespace
                 object_from_spec(doc, api=self._api()).create()
 
@@ -596,7 +638,8 @@ class KubernetesBackend(Backend):
             return  # preflight found no API server: nothing was created
         api = self._api()
         selector = {CLUSTER: self.spec.name}
-        for kind in ("daskworkergroups", "daskclusters", "services", "deployments"):
+        kinds = ("daskworkergroups", "daskclusters", "services", "deployments", "networkpolicies")
+        for kind in kinds:
             for obj in api.get(kind, namespace=self.namespace, label_selector=selector):
                 obj.delete()
 
@@ -619,6 +662,20 @@ def kubeconfig_source() -> str | None:
     if os.environ.get("KUBERNETES_SERVICE_HOST") and token.is_file():
         return "this pod's service account"
     return None
+
+
+def _operator_namespace(api: Any) -> str:
+    """The namespace the dask-kubernetes operator runs in; its install guide's if unseen
+    (none running yet, or this user may not list pods everywhere)."""
+    import kr8s
+
+    try:
+        pods = api.get(
+            "pods", namespace=kr8s.ALL, label_selector={"app.kubernetes.io/name": OPERATOR_APP}
+        )
+        return next(iter(pods)).namespace
+    except Exception:  # not allowed, or none: the guide's namespace is the best guess
+        return OPERATOR_NAMESPACE
 
 
 def _our_clusters() -> list[Any]:

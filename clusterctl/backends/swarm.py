@@ -17,7 +17,11 @@ the running ones stay). A worker that won't exit is stopped with SIGTERM, on whi
 Ports are published in swarm's ``host`` mode, on the node that runs the task: the routing
 mesh (``ingress``) needs IPVS, which not every kernel has. Swarm can't bind a published port
 to one address, so they listen on all of the node's addresses: the scheduler port needs the
-cluster's certificates, and the scheduler serves no HTTP API that changes anything.
+cluster's certificates, and the scheduler serves no HTTP API that changes anything (the
+images' Dask configuration leaves ``distributed.http.scheduler.api`` out).
+
+Discovery reads only, as the docker backend's does: services, networks, secrets and
+volumes labelled for a cluster, and state folders whose ``spec.json`` names this backend.
 """
 
 from __future__ import annotations
@@ -31,23 +35,28 @@ from typing import Any
 
 import yaml
 
-from clusterctl import state
+from clusterctl import state, waiting
 from clusterctl.backends.base import Member
 from clusterctl.backends.compose import render as render_compose
 from clusterctl.backends.docker import (
-    CLUSTER,
     GROUP,
     ROLE,
     SPEC,
     TLS_IN_CONTAINER,
     TOKEN_IN_CONTAINER,
     DockerBackend,
-    _answers,
-    _filters,
+    answers,
+    client_or_none,
     container_limits,
     container_user,
     dask_tls_env,
+    engine_errors,
+    label_filters,
+    labelled_names,
     log_lines,
+    read_spec,
+    remains,
+    remove_volume,
     tls_args,
     worker_args,
 )
@@ -55,18 +64,11 @@ from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.security import tls_files
 from clusterctl.spec import ClusterSpec, WorkerGroup
 
-# The scheduler's HTTP routes without ``distributed.http.scheduler.api`` (retire_workers and
-# friends): a swarm publishes the dashboard on every address of its node.
-READ_ONLY_ROUTES = json.dumps([
-    "distributed.http.scheduler.prometheus", "distributed.http.scheduler.info",
-    "distributed.http.scheduler.json", "distributed.http.health",
-    "distributed.http.proxy", "distributed.http.statics",
-])  # fmt: skip
-SCHEDULER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": READ_ONLY_ROUTES}
 WORKER_HOSTNAME = "{{.Service.Name}}-{{.Task.Slot}}"
 LIVE_STATES = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
                "starting", "running"}  # fmt: skip
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
+NOT_A_MANAGER = "its state folder names the swarm backend, and this engine is no swarm manager"
 
 STACK_HEADER = """\
 # A Dask cluster for Docker Swarm:
@@ -90,31 +92,31 @@ class SwarmBackend(DockerBackend):
 
     @classmethod
     def cluster_names(cls) -> list[str]:
+        names = {n for n in state.names() if state.stored_backend(n) == cls.kind}
         client = _manager_client()
-        if client is None:
-            return []
-        names = []
-        for service in client.services.list(filters=_filters(cls.kind, role="scheduler")):
-            backend = cls(_spec_of(service))
-            backend._client = client
-            scheduler = backend._members_of(service)
-            workers = [m for m in backend.members() if m.role == "worker" and m.running]
-            if scheduler and not scheduler[0].running and not workers:
-                backend.destroy()  # stale: nothing of it runs any more
-                state.remove(backend.spec.name)
-                continue
-            names.append(backend.spec.name)
+        if client is not None:
+            names.update(labelled_names(client, cls.kind, services=True))
         return sorted(names)
 
     @classmethod
     def attach(cls, name: str) -> SwarmBackend | None:
         client = _manager_client()
+        in_state = state.stored_backend(name) == cls.kind
         if client is None:
-            return None
-        found = client.services.list(filters=_filters(cls.kind, name, role="scheduler"))
-        if not found:
-            return None
-        backend = cls(_spec_of(found[0]))
+            if not in_state:
+                return None
+            return cls(ClusterSpec.placeholder(name, cls.kind), problem=NOT_A_MANAGER)
+        found = client.services.list(filters=label_filters(cls.kind, name, role="scheduler"))
+        if found:
+            labels = found[0].attrs["Spec"]["Labels"]
+            spec, problem = read_spec(labels, name, cls.kind, "its scheduler service")
+            backend = cls(spec, problem=problem)
+        else:
+            left = remains(client, cls.kind, name, services=True)
+            if not left and not in_state:
+                return None
+            problem = f"its scheduler service is gone (left: {', '.join(left) or 'its state'})"
+            backend = cls(ClusterSpec.placeholder(name, cls.kind), problem=problem)
         backend._client = client
         return backend
 
@@ -132,16 +134,17 @@ class SwarmBackend(DockerBackend):
 
     def start_scheduler(self) -> None:
         sched = self.spec.scheduler
-        self.client.networks.create(
-            self._network, driver="overlay", attachable=True, labels=self._labels()
-        )
+        with engine_errors(f"creating network {self._network}"):
+            self.client.networks.create(
+                self._network, driver="overlay", attachable=True, labels=self._labels()
+            )
         args = ["--port", "8786"]
         if self.spec.security.tls:
             self._create_tls_secrets()
             args += ["--protocol", "tls", *tls_args(self.spec)]
         self._create_service(
             "scheduler", ["scheduler", *args], name=f"{self.spec.name}-scheduler",
-            env={**SCHEDULER_ENV, **sched.env}, restart="none",
+            env=sched.env, restart="none",
             mounts=self._mounts(sched.mounts),
             ports={8786: sched.port, 8787: sched.dashboard_port},
             extra_labels={SPEC: json.dumps(self.spec.to_dict())},
@@ -150,8 +153,8 @@ class SwarmBackend(DockerBackend):
             self._start_notebook()
 
     def _start_notebook(self) -> None:
-        token = self._write_notebook_token().read_text()
-        secret = self._secret(f"{self.spec.name}-notebook-token", token)
+        self._write_notebook_token()
+        secret = self._secret(f"{self.spec.name}-notebook-token", self._notebook_token() or "")
         env = {"DASK_SCHEDULER_ADDRESS": self._address_in_network(),
                "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(self.spec)}  # fmt: skip
         self._create_service(
@@ -164,26 +167,47 @@ class SwarmBackend(DockerBackend):
     def _create_tls_secrets(self) -> None:
         folder = tls_files(self.spec.name).ca.parent
         for file in TLS_FILES:
-            self._secret(f"{self.spec.name}-tls-{file}", (folder / file).read_text())
+            self._secret(f"{self.spec.name}-tls-{file}", state.read_text(folder / file) or "")
 
     def _secret(self, name: str, data: str) -> Any:
-        return self.client.secrets.create(name=name, data=data.encode(), labels=self._labels())
+        with engine_errors(f"creating secret {name}"):
+            return self.client.secrets.create(name=name, data=data.encode(), labels=self._labels())
 
     def wait_until_ready(self) -> None:
+        """Until the scheduler's task answers on its published dashboard port, then the
+        notebook's on JupyterLab's; all within ``start-timeout``."""
         deadline = time.monotonic() + self.spec.start_timeout
-        while True:
+
+        def scheduler_answers() -> bool:
             task = self._live_task(f"{self.spec.name}-scheduler")
             port = _published_port(task, 8787) if task else None
-            if port and _answers(f"http://{self._node_address(task)}:{port}/health"):
-                break
-            if time.monotonic() > deadline or (task is None and self._failed("scheduler")):
-                log = "\n".join(list(self.logs("scheduler"))[-30:])
-                raise ClusterctlError(f"the scheduler did not start:\n{log}")
-            time.sleep(0.2)
-        while self.spec.notebook.enabled and not self._notebook_healthy():
-            if time.monotonic() > deadline:
-                raise ClusterctlError("the notebook did not become healthy")
-            time.sleep(0.2)
+            if port and answers(f"http://{self._node_address(task)}:{port}/health"):
+                return True
+            if task is None and self._failed("scheduler"):
+                raise ClusterctlError(f"the scheduler did not start:\n{self._scheduler_log()}")
+            return False
+
+        waiting.until(
+            scheduler_answers,
+            timeout=self.spec.start_timeout,
+            interval=0.2,
+            what=f"the scheduler of cluster {self.spec.name!r} answering on its published "
+            "dashboard port",
+            detail=self._scheduler_log,
+        )
+        if self.spec.notebook.enabled:
+            waiting.until(
+                self._notebook_healthy,
+                timeout=max(deadline - time.monotonic(), 0),
+                interval=0.2,
+                what=f"the notebook of cluster {self.spec.name!r} answering",
+            )
+
+    def _scheduler_log(self) -> str:
+        try:
+            return "\n".join(list(self.logs("scheduler"))[-30:])
+        except UserInputError as exc:  # its task runs on another node, or not at all
+            return str(exc)
 
     def _failed(self, role: str) -> bool:
         """Whether the latest task of a one-replica service has ended."""
@@ -193,16 +217,15 @@ class SwarmBackend(DockerBackend):
     def _notebook_healthy(self) -> bool:
         task = self._live_task(f"{self.spec.name}-notebook")
         port = _published_port(task, 8888) if task else None
-        return bool(port) and _answers(f"http://{self._node_address(task)}:{port}/api")
+        return bool(port) and answers(f"http://{self._node_address(task)}:{port}/api")
 
     def notebook_url(self) -> str | None:
-        token_file = state.cluster_dir(self.spec.name) / "notebook" / "token"
         task = self._live_task(f"{self.spec.name}-notebook")
         port = _published_port(task, 8888) if task else None
-        if not port or not token_file.exists():
+        token = self._notebook_token()
+        if not port or token is None:
             return None
-        address = self._node_address(task)
-        return f"http://{address}:{port}/lab?token={token_file.read_text()}"
+        return f"http://{self._node_address(task)}:{port}/lab?token={token}"
 
     def dashboard_address(self) -> str | None:
         task = self._live_task(f"{self.spec.name}-scheduler")
@@ -234,12 +257,12 @@ class SwarmBackend(DockerBackend):
         else:
             before = {m.name for m in self._members_of(service)}
             self._add_replicas(service, n)
-        deadline = time.monotonic() + 30
-        while len(now := {m.name for m in self._members_of(service)}) < len(before) + n:
-            if time.monotonic() > deadline:
-                raise ClusterctlError(f"swarm did not create {n} tasks of {name} in 30 s")
-            time.sleep(0.1)
-        return sorted(now - before, key=_slot)
+        waiting.until(
+            lambda: len(self._members_of(service)) >= len(before) + n,
+            timeout=30,
+            what=f"swarm creating {n} tasks of {name}",
+        )
+        return sorted({m.name for m in self._members_of(service)} - before, key=_slot)
 
     def stop_workers(self, names: list[str]) -> None:
         by_service: dict[str, list[str]] = {}
@@ -260,30 +283,31 @@ class SwarmBackend(DockerBackend):
         """Wait for the victims' tasks to end (retired workers exit 0 by themselves); stop
         the ones that don't in 10 s. Ended with 0, their tasks stay down under on-failure,
         and they are the ones the next scale-down removes."""
-        deadline = time.monotonic() + 10
-        stopped = False
-        while live := [t for t in self._tasks(service, victims) if t["Status"]["State"]
-                       in LIVE_STATES]:  # fmt: skip
-            if time.monotonic() > deadline and not stopped:
-                for task in live:
-                    container = self._task_container(task)
-                    if container is not None:
-                        container.stop(timeout=10)  # SIGTERM: dask worker exits 0
-                stopped = True
-            if time.monotonic() > deadline + 30:
-                raise ClusterctlError(f"workers {sorted(victims)} would not stop")
-            time.sleep(0.1)
+
+        def live() -> list[dict[str, Any]]:
+            tasks = self._tasks(service, victims)
+            return [t for t in tasks if t["Status"]["State"] in LIVE_STATES]
+
+        what = f"workers {sorted(victims)} exiting"
+        try:
+            waiting.until(lambda: not live(), timeout=10, what=f"{what} once retired")
+        except waiting.WaitTimeout:
+            for task in live():
+                container = self._task_container(task)
+                if container is not None:
+                    container.stop(timeout=10)  # SIGTERM: dask worker exits 0
+            waiting.until(lambda: not live(), timeout=30, what=f"{what} when stopped")
 
     def _wait_removed(self, service: Any, victims: set[str]) -> None:
         """Return once swarm has dropped the victims' slots; fail if it chose others."""
-        deadline = time.monotonic() + 30
-        while self._tasks(service, victims):
-            if time.monotonic() > deadline:
-                raise ClusterctlError(f"swarm did not remove {sorted(victims)} in 30 s")
-            time.sleep(0.1)
+        waiting.until(
+            lambda: not self._tasks(service, victims),
+            timeout=30,
+            what=f"swarm removing the tasks of {sorted(victims)}",
+        )
 
     def members(self) -> list[Member]:
-        services = self.client.services.list(filters=_filters(self.kind, self.spec.name))
+        services = self.client.services.list(filters=label_filters(self.kind, self.spec.name))
         found = [m for s in services for m in self._members_of(s)]
         order = {"scheduler": 0, "notebook": 1, "worker": 2}
         return sorted(found, key=lambda m: (order[m.role], m.group or "", _slot(m.name)))
@@ -310,20 +334,26 @@ class SwarmBackend(DockerBackend):
     def destroy(self) -> None:
         if not self.client.info().get("Swarm", {}).get("ControlAvailable"):
             return  # not a swarm manager (any more): there are no services to remove
-        for service in self.client.services.list(filters=_filters(self.kind, self.spec.name)):
-            service.remove()
-        deadline = time.monotonic() + 60
-        ours = _filters(self.kind, self.spec.name)
-        while self.client.api.containers(all=True, filters=ours) and time.monotonic() < deadline:
-            time.sleep(0.2)  # swarm removes the tasks' containers by itself
+        ours = label_filters(self.kind, self.spec.name)
+        for service in self.client.services.list(filters=ours):
+            with engine_errors(f"removing service {service.name}"):
+                service.remove()
+        with contextlib.suppress(waiting.WaitTimeout):  # those left are removed below
+            waiting.until(
+                lambda: not self.client.api.containers(all=True, filters=ours),
+                timeout=60,
+                interval=0.2,
+                what="swarm removing the tasks' containers",
+            )
         for container in self.client.api.containers(all=True, filters=ours):
-            _remove(self.client, container["Id"])
-        for secret in self.client.secrets.list(filters=_filters(self.kind, self.spec.name)):
-            secret.remove()
-        for network in self.client.networks.list(filters=_filters(self.kind, self.spec.name)):
+            _remove_container(self.client, container["Id"])
+        for secret in self.client.secrets.list(filters=ours):
+            with engine_errors(f"removing secret {secret.name}"):
+                secret.remove()
+        for network in self.client.networks.list(filters=ours):
             _remove_network(network)
-        for volume in self.client.volumes.list(filters=_filters(self.kind, self.spec.name)):
-            volume.remove(force=True)
+        for volume in self.client.volumes.list(filters=ours):
+            remove_volume(volume)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -389,13 +419,13 @@ class SwarmBackend(DockerBackend):
         if not self.spec.security.tls:
             return []
         found = {s.name: s for s in self.client.secrets.list(
-            filters=_filters(self.kind, self.spec.name))}  # fmt: skip
+            filters=label_filters(self.kind, self.spec.name))}  # fmt: skip
         return [_secret_file(found[f"{self.spec.name}-tls-{file}"], f"{TLS_IN_CONTAINER}/{file}")
                 for file in TLS_FILES]  # fmt: skip
 
     def _service(self, name: str) -> Any | None:
         found = self.client.services.list(
-            filters={"name": name, **_filters(self.kind, self.spec.name)}
+            filters={"name": name, **label_filters(self.kind, self.spec.name)}
         )
         return next((s for s in found if s.name == name), None)
 
@@ -469,12 +499,10 @@ def _remove_gwbridge(client: Any) -> None:
     after 10 s leave it with a warning rather than fail: the next `swarm init` reuses it."""
     import warnings
 
-    import docker.errors
-
     for network in client.networks.list(names=["docker_gwbridge"]):
         try:
             _remove_network(network, within=10)
-        except docker.errors.APIError as exc:
+        except waiting.WaitTimeout as exc:
             if "active endpoints" not in str(exc):
                 raise
             warnings.warn(
@@ -486,18 +514,10 @@ def _remove_gwbridge(client: Any) -> None:
 
 def _manager_client() -> Any | None:
     """The engine's client when it is a swarm manager, else None (nothing to find)."""
-    from clusterctl.backends.docker import _client_or_none
-
-    client = _client_or_none()
+    client = client_or_none()
     if client is None or not client.info().get("Swarm", {}).get("ControlAvailable"):
         return None
     return client
-
-
-def _spec_of(service: Any) -> ClusterSpec:
-    labels = service.attrs["Spec"]["Labels"]
-    name = labels[CLUSTER]
-    return ClusterSpec.from_dict(json.loads(labels[SPEC]), source=f"cluster {name!r}")
 
 
 def _current_tasks(service: Any) -> list[dict[str, Any]]:
@@ -555,11 +575,11 @@ def _slot(name: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _remove(client: Any, container_id: str) -> None:
+def _remove_container(client: Any, container_id: str) -> None:
     import docker.errors
 
-    with contextlib.suppress(docker.errors.NotFound):  # swarm got there first
-        client.api.remove_container(container_id, v=True, force=True)
+    with contextlib.suppress(docker.errors.NotFound), engine_errors("removing a task container"):
+        client.api.remove_container(container_id, v=True, force=True)  # unless swarm did
 
 
 def _remove_network(network: Any, within: float = 30) -> None:
@@ -567,24 +587,33 @@ def _remove_network(network: Any, within: float = 30) -> None:
     from its networks a moment late."""
     import docker.errors
 
-    deadline = time.monotonic() + within
-    while True:
+    refusal = ""
+
+    def removed() -> bool:
+        nonlocal refusal
         try:
             network.remove()
-            return
         except docker.errors.NotFound:
-            return
-        except docker.errors.APIError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+            pass
+        except docker.errors.APIError as exc:
+            refusal = str(exc.explanation or exc)
+            return False
+        return True
+
+    waiting.until(
+        removed,
+        timeout=within,
+        interval=0.5,
+        what=f"removing network {network.name}",
+        detail=lambda: f"the engine said: {refusal}",
+    )
 
 
 def render(spec: ClusterSpec) -> dict[str, Any]:
     """The stack file of a cluster for plain ``docker stack deploy``: the standalone
     Compose rendering, with each service's settings moved to where swarm reads them."""
     out = render_compose(spec, managed=False)
-    for name, service in out["services"].items():
+    for service in out["services"].values():
         service.pop("depends_on", None)  # swarm ignores it; workers wait for the scheduler
         service.pop("security_opt", None)  # not supported by swarm services
         replicas = service.pop("scale", 1)
@@ -601,8 +630,6 @@ def render(spec: ClusterSpec) -> dict[str, Any]:
             limits["memory"] = str(service.pop("mem_limit"))
         if limits:
             deploy["resources"] = {"limits": limits}
-        if name == "scheduler":
-            service["environment"] = {**SCHEDULER_ENV, **service.get("environment", {})}
         if service["labels"].get(ROLE) == "worker":
             service["hostname"] = WORKER_HOSTNAME
         service["deploy"] = deploy
