@@ -45,6 +45,11 @@ NOTEBOOK_PACKAGES = ("jupyterlab", "dask-labextension", "pip")
 BASE_PACKAGES = ("tini", "ca-certificates", "libssl3", "libffi8", "libsqlite3-0", "libbz2-1.0",
                  "libncursesw6", "libreadline8", "libexpat1", "libnsl2")  # fmt: skip
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+# A Debian suite or codename (bookworm, trixie, stable, sid); it reaches debootstrap's
+# command line and an image label.
+RELEASE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+# A mirror debootstrap can use: http(s) or file, and nothing a shell or label would split.
+MIRROR = re.compile(r"(https?|file)://[^\s\"'`\\]{1,500}")
 
 Progress = Callable[[str], None]
 
@@ -158,6 +163,9 @@ def _build(client: Any, context: Path, progress: Progress, **kwargs: Any) -> Non
 def build_base(release: str = "bookworm", mirror: str | None = None,
                progress: Progress = print) -> str:  # fmt: skip
     """Make ``clusterctl-base:<release>-py<X.Y.Z>`` from Debian's archive; return its name."""
+    check_release(release)
+    if mirror is not None:
+        check_mirror(mirror)
     client = docker_client()
     if shutil.which("debootstrap") is None:
         raise UserInputError("debootstrap is not installed here: apt-get install debootstrap")
@@ -191,6 +199,30 @@ def build_base(release: str = "bookworm", mirror: str | None = None,
                      f'Python {platform.python_version()}, made by clusterctl image base"'],
         )  # fmt: skip
     return name
+
+
+def check_release(release: str) -> None:
+    """Refuse a ``--release`` that is not a Debian suite or codename."""
+    if not isinstance(release, str) or not RELEASE.fullmatch(release):
+        raise UserInputError(
+            f"--release: must be a Debian suite or codename such as bookworm, trixie or stable "
+            f"(lower-case letters, digits and '-'), got {_shown(release)}"
+        )
+
+
+def check_mirror(mirror: str) -> None:
+    """Refuse a ``--mirror`` that is not an http(s) or file URL without spaces or quotes."""
+    if not isinstance(mirror, str) or not MIRROR.fullmatch(mirror):
+        raise UserInputError(
+            "--mirror: must be an http://, https:// or file:// URL with no spaces, quotes or "
+            f"backslashes, such as http://deb.debian.org/debian, got {_shown(mirror)}"
+        )
+
+
+def _shown(value: Any) -> str:
+    """A user's value in a message: quoted, and cut when long."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _host_mirror(release: str) -> str:
@@ -378,8 +410,10 @@ def _app_context(folder: Path, progress: Progress) -> Path:
     (app / "etc" / "dask").mkdir(parents=True)
     shutil.copy2(IMAGES_DIR / "dask.yaml", app / "etc/dask/clusterctl.yaml")
     (app / "home" / "dask").mkdir(parents=True)
-    if (source / "notebooks").is_dir():
-        shutil.copytree(source / "notebooks", app / "home/dask/notebooks")
+    for notebook in notebook_files(source):
+        target = app / "home/dask" / notebook
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / notebook, target)
     progress("building the clusterctl wheel")
     wheel = folder / "wheel"
     command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
@@ -401,6 +435,32 @@ def _app_context(folder: Path, progress: Progress) -> Path:
             mode = path.stat().st_mode
             path.chmod(mode | ((mode & 0o700) >> 3))  # group gets what the owner has
     return folder
+
+
+def notebook_files(source: Path) -> list[Path]:
+    """The notebooks under ``source/notebooks`` that go into the notebook image, relative to
+    ``source``: in a git checkout the files git tracks there (nothing a user left lying
+    around, such as outputs or credentials); elsewhere only ``*.ipynb`` files outside hidden
+    folders (``.ipynb_checkpoints``). Symlinks never."""
+    folder = source / "notebooks"
+    if not folder.is_dir():
+        return []
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(source), "ls-files", "-z", "--", "notebooks"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):  # no git here
+        listed = None
+    if listed is not None and listed.returncode == 0:
+        found = [source / p for p in listed.stdout.split("\0") if p]
+    else:
+        found = [
+            p
+            for p in folder.rglob("*.ipynb")
+            if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        ]
+    return sorted(p.relative_to(source) for p in found if p.is_file() and not p.is_symlink())
 
 
 def _source() -> str:

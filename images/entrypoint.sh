@@ -21,15 +21,20 @@ if [ "$role" = health ]; then
 fi
 
 if [ -n "${EXTRA_PIP_PACKAGES:-}" ]; then
+  # Its value is never printed: an index URL in it may carry a password. It is split into
+  # words (several requirements and options) with globbing off, so that `dask[complete]`
+  # or `*` reach pip as written, whatever files the working folder holds.
+  set -f
   from=""
   [ -n "${EXTRA_PIP_FIND_LINKS:-}" ] && from="--no-index --find-links $EXTRA_PIP_FIND_LINKS"
-  echo "EXTRA_PIP_PACKAGES: installing $EXTRA_PIP_PACKAGES $from" >&2
+  echo "EXTRA_PIP_PACKAGES: installing${from:+ from EXTRA_PIP_FIND_LINKS only}" >&2
   # shellcheck disable=SC2086
   if ! python /opt/clusterctl/pip.whl/pip install --no-cache-dir --disable-pip-version-check $from $EXTRA_PIP_PACKAGES >&2
   then
-    echo "EXTRA_PIP_PACKAGES: installing '$EXTRA_PIP_PACKAGES' failed; stopping" >&2
+    echo "EXTRA_PIP_PACKAGES: the install failed (pip's messages above); stopping" >&2
     exit 3
   fi
+  set +f
 fi
 
 # Whole CPUs the container may use (cgroup v1 or v2), empty when unlimited. Dask reads

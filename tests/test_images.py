@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -15,8 +16,19 @@ import pytest
 from distributed import Client
 from distributed.versions import VersionMismatchWarning
 
-from clusterctl.images import ROLES, Lock, image_exists, load_images, save_images
-from tests.conftest import free_port
+from clusterctl.backends.kubernetes import render_operator
+from clusterctl.images import (
+    ROLES,
+    Lock,
+    check_mirror,
+    check_release,
+    image_exists,
+    load_images,
+    notebook_files,
+    save_images,
+)
+from clusterctl.spec import load_spec
+from tests.conftest import free_port, run_cli
 
 # The first test builds the images (minutes): a timeout to match.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -109,8 +121,23 @@ def test_scheduler_and_worker_are_healthy_and_match_the_client(images, docker_en
     assert info["memory_limit"] == 2**30, "...and from its memory limit"
     with urllib.request.urlopen(f"http://127.0.0.1:{dash}/health", timeout=10) as r:
         assert r.read() == b"ok"
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # no route that changes things
+        urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/v1", timeout=10)
+
+
+def test_the_operators_scheduler_serves_the_http_api(images, docker_engine, network):
+    """The DaskCluster's scheduler turns on the API the dask-kubernetes operator retires
+    workers by, with the environment variable the rendering gives it."""
+    (cluster,) = [d for d in render_operator(load_spec(overrides={"backend": "kubernetes"}))
+                  if d["kind"] == "DaskCluster"]  # fmt: skip
+    (container,) = cluster["spec"]["scheduler"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    dash = free_port()
+    scheduler = run(docker_engine, images["scheduler"], network, name="ctl-img-operator",
+                    environment=env, ports={"8787/tcp": ("127.0.0.1", dash)})  # fmt: skip
+    wait_healthy(scheduler)
     with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/v1", timeout=10) as r:
-        assert r.read() == b"API V1"  # the operator's retire_workers API is there
+        assert r.read() == b"API V1"
 
 
 def test_notebook_image_needs_its_token(images, docker_engine, network):
@@ -160,26 +187,34 @@ def test_extra_pip_packages_install_from_a_mounted_wheelhouse(images, docker_eng
         ],
         check=True,
     )
+    # A file the shell would glob `tinypkg[e]` into, in the folder the entrypoint runs in:
+    # the requirement must reach pip as written.
+    (wheels / "tinypkge").write_text("")
     wheels.chmod(0o755)
     out = docker_engine.containers.run(
         images["worker"],
         ["python", "-c", "import tinypkg; print(tinypkg.ANSWER)"],
-        environment={"EXTRA_PIP_PACKAGES": "tinypkg", "EXTRA_PIP_FIND_LINKS": "/wheels"},
+        environment={"EXTRA_PIP_PACKAGES": "tinypkg[e]", "EXTRA_PIP_FIND_LINKS": "/wheels"},
         volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}},
+        working_dir="/wheels",
         remove=True,
         user="123456:0",  # an OpenShift-style random uid in group 0 can still install
     )
     assert out.decode().strip().endswith("42")
 
 
-def test_failing_extra_pip_packages_stop_the_container(images, docker_engine):
+def test_failing_extra_pip_packages_stop_the_container_and_never_show_the_value(
+    images, docker_engine
+):
+    secret = "s3cret-Pa55"  # an index URL's password: never in the log
     container = docker_engine.containers.run(
         images["worker"],
         ["worker"],
         detach=True,
         labels=LABELS,
         environment={
-            "EXTRA_PIP_PACKAGES": "no-such-package-clusterctl",
+            "EXTRA_PIP_PACKAGES": f"--extra-index-url https://me:{secret}@pypi.invalid/simple "
+            "no-such-package-clusterctl",
             "EXTRA_PIP_FIND_LINKS": "/tmp",
         },
     )
@@ -188,8 +223,68 @@ def test_failing_extra_pip_packages_stop_the_container(images, docker_engine):
         logs = container.logs().decode()
     finally:
         container.remove(force=True)
-    assert status != 0
-    assert "installing 'no-such-package-clusterctl' failed" in logs
+    assert status == 3
+    assert "EXTRA_PIP_PACKAGES: the install failed" in logs
+    assert "no-such-package-clusterctl" in logs  # pip says what it could not find...
+    assert secret not in logs  # ...and the entrypoint never echoes the value
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--release", "bookworm\n"),
+        ("--release", "bookworm --no-check-gpg"),
+        ("--release", 'x" LABEL evil="1'),
+        ("--release", "../../etc"),
+        ("--release", "Bookworm"),
+        ("--release", "b" * 200),
+        ("--mirror", "http://deb.debian.org/debian --keyring=/tmp/k"),
+        ("--mirror", "ftp://deb.debian.org/debian"),
+        ("--mirror", "http://example.org/'quoted'"),
+        ("--mirror", "/srv/mirror"),
+    ],
+)
+def test_image_base_refuses_a_bad_release_or_mirror(flag, value):
+    result = run_cli("image", "base", flag, value, check=False, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"Error: {flag}: must be"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr) < 400  # a long value is cut
+
+
+def test_image_base_accepts_debian_suites_and_mirrors():
+    for release in ("bookworm", "trixie", "stable", "oldstable", "sid", "bookworm-backports"):
+        check_release(release)
+    for mirror in ("http://deb.debian.org/debian", "https://mirror.example/debian/",
+                   "file:///srv/debian"):  # fmt: skip
+        check_mirror(mirror)
+
+
+def git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True)
+
+
+def test_only_tracked_notebooks_go_into_the_image(tmp_path):
+    checkout = tmp_path / "checkout"
+    (checkout / "notebooks" / "sub").mkdir(parents=True)
+    for name in ("a.ipynb", "sub/b.ipynb", "data.csv"):
+        (checkout / "notebooks" / name).write_text("{}")
+    git(checkout, "init", "-q")
+    git(checkout, "add", "notebooks")
+    for name in ("untracked.ipynb", ".env", "secrets.txt"):  # left lying around afterwards
+        (checkout / "notebooks" / name).write_text("token=abc")
+    (checkout / "notebooks" / "link.ipynb").symlink_to("/etc/passwd")
+    tracked = ["notebooks/a.ipynb", "notebooks/data.csv", "notebooks/sub/b.ipynb"]
+    assert [str(p) for p in notebook_files(checkout)] == tracked
+
+    plain = tmp_path / "plain"  # not a git checkout (an unpacked source archive, say)
+    shutil.copytree(checkout / "notebooks", plain / "notebooks", symlinks=True)
+    (plain / "notebooks" / ".ipynb_checkpoints").mkdir()
+    (plain / "notebooks" / ".ipynb_checkpoints" / "a-checkpoint.ipynb").write_text("{}")
+    expected = ["notebooks/a.ipynb", "notebooks/sub/b.ipynb", "notebooks/untracked.ipynb"]
+    assert [str(p) for p in notebook_files(plain)] == expected
+    assert notebook_files(tmp_path / "nothing") == []
 
 
 def test_save_remove_load_round_trip(images, docker_engine, tmp_path: Path):
