@@ -243,7 +243,8 @@ def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
         raise SpecError(f"{where}: not valid YAML{at}: {_cut(problem)}") from None
-    except (ValueError, TypeError, AttributeError) as exc:  # a tagged value YAML can't make
+    except (ValueError, TypeError, AttributeError, LookupError) as exc:
+        # a tagged value YAML's constructors can't make, e.g. !!int "" or !!timestamp x
         raise SpecError(f"{where}: not valid YAML: {_cut(' '.join(str(exc).split()))}") from None
     if data is None:
         return {}
