@@ -20,6 +20,7 @@ from distributed import Client, wait
 
 import clusterctl
 from clusterctl import state, supervisor
+from clusterctl.api import build_spec
 from clusterctl.backends.base import port_is_free
 from clusterctl.errors import UserInputError
 from tests.conftest import assert_client_refused, free_port, run_cli
@@ -369,3 +370,44 @@ def test_a_healthy_container_whose_port_does_not_answer_fails_up_within_its_time
     assert "healthy inside" in message  # what is wrong: the port, not the scheduler
     assert ours(docker_engine, "unreach") == []
     assert not state.cluster_dir("unreach").exists()
+
+
+@pytest.mark.fault("a scheduler container whose spec label is garbled or names another cluster")
+@pytest.mark.parametrize(
+    ("label", "problem"),
+    [
+        ("[1", "spec label is unreadable"),
+        ("[1]", "spec label is unreadable"),
+        (
+            json.dumps(build_spec(name="victim", backend="docker").to_dict()),
+            "names cluster 'victim'",
+        ),
+    ],
+)
+def test_a_damaged_spec_label_is_reported_and_down_removes_it(
+    label, problem, images, docker_engine
+):
+    labels = {"io.clusterctl.cluster": "garbled", "io.clusterctl.backend": "docker",
+              "io.clusterctl.role": "scheduler", "io.clusterctl.spec": label}  # fmt: skip
+    docker_engine.containers.run(images["scheduler"], ["sleep", "300"], name="garbled-scheduler",
+                                 labels=labels, detach=True)  # fmt: skip
+    try:
+        listed = json.loads(run_cli("list", "--json").stdout)
+        (found,) = [c for c in listed if c["name"] == "garbled"]
+        assert found["status"] == "broken" and problem in found["problem"]
+        assert "Traceback" not in run_cli("status", "--name", "garbled", check=False).stderr
+        run_cli("down", "garbled")
+    finally:
+        run_cli("down", "garbled", check=False)
+    assert ours(docker_engine, "garbled") == []
+
+
+def test_a_state_folder_left_without_its_containers_is_listed_and_removed(images):
+    spec = build_spec(name="folder-only", backend="compose")
+    state.write_json(state.make_cluster_dir("folder-only") / state.SPEC, spec.to_dict())
+    listed = json.loads(run_cli("list", "--json").stdout)
+    (found,) = [c for c in listed if c["name"] == "folder-only"]
+    assert (found["backend"], found["status"]) == ("compose", "broken")
+    assert "left: its state" in found["problem"]
+    run_cli("down", "folder-only")
+    assert not state.cluster_dir("folder-only").exists()

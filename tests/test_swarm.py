@@ -215,3 +215,20 @@ def test_docker_stack_deploy_runs_the_stack_file_as_it_is(swarm, docker_engine, 
             assert time.monotonic() < deadline, "the stack's network did not go"
             time.sleep(0.5)
     assert docker_engine.services.list(filters=label) == []
+
+
+@pytest.mark.fault("destroy died after removing the services, before the secrets and network")
+def test_a_network_and_secrets_left_without_services_are_found_and_removed(swarm, docker_engine):
+    labels = {"io.clusterctl.cluster": "s3", "io.clusterctl.backend": "swarm"}
+    docker_engine.networks.create("clusterctl-s3", driver="overlay", labels=labels)
+    docker_engine.secrets.create(name="s3-tls-key.pem", data=b"x", labels=labels)
+    try:
+        listed = json.loads(run_cli("list", "--json").stdout)
+        (found,) = [c for c in listed if c["name"] == "s3"]
+        assert (found["backend"], found["status"]) == ("swarm", "broken")
+        assert "network clusterctl-s3" in found["problem"]
+        assert "secret s3-tls-key.pem" in found["problem"]
+        run_cli("down", "s3")
+    finally:
+        run_cli("down", "s3", check=False)
+    assert ours(docker_engine, "s3") == []

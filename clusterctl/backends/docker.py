@@ -467,8 +467,8 @@ def remove_volume(volume: Any) -> None:
     import docker.errors
 
     with (
-        contextlib.suppress(docker.errors.NotFound),
         engine_errors(f"removing volume {volume.name}"),
+        contextlib.suppress(docker.errors.NotFound),
     ):
         volume.remove(force=True)
 
@@ -557,9 +557,9 @@ def container_limits(group: WorkerGroup) -> dict[str, Any]:
 def _stop_and_remove(container: Any) -> None:
     import docker.errors
 
-    with contextlib.suppress(docker.errors.NotFound):  # `destroy` may get there first
+    with engine_errors(f"stopping {container.name}"), contextlib.suppress(docker.errors.NotFound):
         container.update(restart_policy={"Name": "no"})  # or the engine would bring it back
-        container.stop(timeout=10)
+        container.stop(timeout=10)  # `destroy` may have removed it (NotFound) meanwhile
     _remove(container)
 
 

@@ -385,18 +385,20 @@ class SwarmBackend(DockerBackend):
              **({"PublishedPort": outside} if outside else {})}
             for inside, outside in (ports or {}).items()
         ]  # fmt: skip
-        return self.client.services.create(
-            image, args=command, name=name, hostname=hostname or name, env=env,
-            labels={**labels, **(extra_labels or {})}, container_labels=labels,
-            networks=[self._network], endpoint_spec=endpoint, user=container_user(),
-            mode=ServiceMode("replicated", replicas=replicas),
-            restart_policy=RestartPolicy(condition=restart, delay=1_000_000_000),
-            mounts=[Mount(target=m["bind"], source=source, type="bind",
-                          read_only=m["mode"] == "ro") for source, m in (mounts or {}).items()],
-            secrets=[*self._tls_secret_files(), *(secrets or [])],
-            resources=Resources(**resources) if resources else None,
-            cap_drop=["ALL"],
-        )  # fmt: skip
+        with engine_errors(f"creating service {name}"):
+            return self.client.services.create(
+                image, args=command, name=name, hostname=hostname or name, env=env,
+                labels={**labels, **(extra_labels or {})}, container_labels=labels,
+                networks=[self._network], endpoint_spec=endpoint, user=container_user(),
+                mode=ServiceMode("replicated", replicas=replicas),
+                restart_policy=RestartPolicy(condition=restart, delay=1_000_000_000),
+                mounts=[Mount(target=m["bind"], source=source, type="bind",
+                              read_only=m["mode"] == "ro")
+                        for source, m in (mounts or {}).items()],
+                secrets=[*self._tls_secret_files(), *(secrets or [])],
+                resources=Resources(**resources) if resources else None,
+                cap_drop=["ALL"],
+            )  # fmt: skip
 
     def _add_replicas(self, service: Any, delta: int) -> None:
         """Change the replica count by ``delta`` and nothing else.
@@ -408,11 +410,13 @@ class SwarmBackend(DockerBackend):
         current = self.client.api.inspect_service(service.id)
         spec = current["Spec"]
         replicas = spec["Mode"]["Replicated"]["Replicas"] + delta
-        self.client.api.update_service(
-            service.id, current["Version"]["Index"], name=spec["Name"],
-            labels=spec.get("Labels"), task_template=spec["TaskTemplate"],
-            mode={"Replicated": {"Replicas": replicas}}, endpoint_spec=spec.get("EndpointSpec"),
-        )  # fmt: skip
+        with engine_errors(f"scaling service {spec['Name']} to {replicas}"):
+            self.client.api.update_service(
+                service.id, current["Version"]["Index"], name=spec["Name"],
+                labels=spec.get("Labels"), task_template=spec["TaskTemplate"],
+                mode={"Replicated": {"Replicas": replicas}},
+                endpoint_spec=spec.get("EndpointSpec"),
+            )  # fmt: skip
         service.reload()
 
     def _tls_secret_files(self) -> list[Any]:
@@ -578,7 +582,7 @@ def _slot(name: str) -> int:
 def _remove_container(client: Any, container_id: str) -> None:
     import docker.errors
 
-    with contextlib.suppress(docker.errors.NotFound), engine_errors("removing a task container"):
+    with engine_errors("removing a task container"), contextlib.suppress(docker.errors.NotFound):
         client.api.remove_container(container_id, v=True, force=True)  # unless swarm did
 
 
