@@ -610,10 +610,11 @@ def _check_memory(value: Any, where: str, fraction_of_machine: bool) -> str | in
         if fraction_of_machine:
             from distributed.system import memory_limit
 
-            size = int(value * memory_limit())
+            total = memory_limit()
+            size = int(value * total)
             if size < MIN_WORKER_MEMORY:
                 raise SpecError(
-                    f"{where}: {value:g} of this machine's {format_bytes(memory_limit())} is "
+                    f"{where}: {value:g} of this machine's {format_bytes(total)} is "
                     f"{format_bytes(size)}; {least}"
                 )
         return value
@@ -648,10 +649,8 @@ def _check_env(key: Any, value: Any, where: str) -> tuple[str, str]:
     if not isinstance(value, (str, int, float)) or value in (math.inf, -math.inf) or value != value:
         raise SpecError(f"{where}: must be a string or a finite number, got {describe(value)}")
     text = str(value).lower() if isinstance(value, bool) else str(value)
-    if len(_os_bytes(text, where)) > MAX_ENV_VALUE:
-        raise SpecError(
-            f"{where}: at most {MAX_ENV_VALUE // 2**10} KiB, got {len(text)} characters"
-        )
+    if (size := len(_os_bytes(text, where))) > MAX_ENV_VALUE:
+        raise SpecError(f"{where}: at most {MAX_ENV_VALUE // 2**10} KiB, got {size} bytes")
     return key, text
 
 

@@ -135,7 +135,7 @@ def test_environment_values_up_to_the_limits(tmp_path):
     value = "x" * 32 * 2**10
     spec = load_spec(overrides={"worker": {"env": {"A": value}}, "scheduler": {"env": {"B": 1}}})
     assert (spec.group().env["A"], spec.scheduler.env["B"]) == (value, "1")
-    with pytest.raises(SpecError, match=r"workers.worker.env.A: at most 32 KiB, got 32769"):
+    with pytest.raises(SpecError, match=r"workers.worker.env.A: at most 32 KiB, got 32769 bytes"):
         load_spec(overrides={"worker": {"env": {"A": value + "x"}}})
 
 
