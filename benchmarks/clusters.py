@@ -9,7 +9,8 @@
 
 LocalCluster gets the same shape: one-thread worker processes behind nannies. Tasks are
 builtins (pickled by reference), as code shipped to containers must be importable there.
-Containers run with their defaults (TLS on); the local backend with its (plain TCP). The
+Every backend runs with its defaults (TLS on); local and docker are measured again with TLS
+off, to show what it costs. The
 swarm backend is measured on a single-node swarm made for the run when the engine is not
 in one (and left again afterwards).
 """
@@ -32,6 +33,7 @@ from distributed import Client, LocalCluster
 BASELINE = "LocalCluster"
 CONTAINER_BACKENDS = ("docker", "compose", "swarm")
 PROFILE_WORKERS = 4
+TLS_COST_WORKERS = 4  # the cold start measured again with TLS off
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -76,13 +78,24 @@ def run(quick: bool = False) -> dict[str, Any]:
         }
         if "docker" in backends:
             results["imports"] = import_times()
-            with cluster("docker", 2, tls=False) as client:  # what TLS costs
-                client.submit(int, 1).result()
-                results["docker_without_tls"] = {
-                    "tasks_per_s": measure(repeats, lambda: throughput(client, tasks)),
-                    "transfer_mb_per_s": measure(repeats, lambda: transfer(client, megabytes)),
-                }
+        n = TLS_COST_WORKERS if TLS_COST_WORKERS in sizes else sizes[-1]
+        results["without_tls"] = {  # what TLS costs: the same figures with it off
+            backend: without_tls(backend, repeats, n, tasks, megabytes)
+            for backend in ("local", "docker")
+            if backend in backends
+        }
     return results
+
+
+def without_tls(backend: str, repeats: int, n: int, tasks: int, megabytes: int) -> dict:
+    """Cold start of ``n`` workers, throughput and transfer of ``backend`` with TLS off."""
+    print(f"-- {backend} without TLS", flush=True)
+    figures = {f"cold_start_{n}_s": measure(repeats, lambda: cold_start(backend, n, tls=False))}
+    with cluster(backend, 2, tls=False) as client:
+        client.submit(int, 1).result()  # warm connections
+        figures["tasks_per_s"] = measure(repeats, lambda: throughput(client, tasks))
+        figures["transfer_mb_per_s"] = measure(repeats, lambda: transfer(client, megabytes))
+    return figures
 
 
 def available_backends(stack: contextlib.ExitStack) -> list[str]:
@@ -135,9 +148,9 @@ def cluster(backend: str, n: int, tls: bool | None = None) -> Iterator[Client]:
         c.shutdown()
 
 
-def cold_start(backend: str, n: int) -> float:
+def cold_start(backend: str, n: int, tls: bool | None = None) -> float:
     start = time.perf_counter()
-    with cluster(backend, n):
+    with cluster(backend, n, tls=tls):
         return time.perf_counter() - start
 
 

@@ -64,6 +64,8 @@ def markdown(report: dict[str, Any]) -> str:
         out += ["", *cluster_table(clusters)]
         if clusters.get("startup_profile"):
             out += ["", *profile_table(clusters)]
+        if clusters.get("without_tls"):
+            out += ["", *tls_table(clusters)]
     if images := report.get("images"):
         out += ["", *image_table(images)]
     return "\n".join(out) + "\n"
@@ -119,14 +121,25 @@ def profile_table(clusters: dict[str, Any]) -> list[str]:
             f"empty container of the worker image runs and is removed in "
             f"{imports['run_empty_container_s']} s.",
         ]
-    if plain := clusters.get("docker_without_tls"):
-        tasks, transfer = plain["tasks_per_s"], plain["transfer_mb_per_s"]
-        out += [
-            "",
-            f"The docker backend with TLS off (`tls=False`): {number(tasks['median'])} tasks/s "
-            f"±{number(tasks['spread'] / 2)}, transfer {number(transfer['median'])} MB/s "
-            f"±{number(transfer['spread'] / 2)}.",
-        ]
+    return out
+
+
+def tls_table(clusters: dict[str, Any]) -> list[str]:
+    """TLS on (the default) against off, for the backends measured both ways."""
+    off = clusters["without_tls"]
+    pairs = [(b, on_off) for b in off for on_off in ("on", "off")]
+    out = [
+        "What TLS costs (on is the default; medians as above):",
+        "",
+        "| | " + " | ".join(f"{b}, TLS {on_off}" for b, on_off in pairs) + " |",
+        "| --- |" + " ---: |" * len(pairs),
+    ]
+    for key, label, unit in rows(clusters):
+        if any(key not in off[b] for b in off):
+            continue
+        cells = [number((clusters[b] if on_off == "on" else off[b])[key]["median"])
+                 for b, on_off in pairs]  # fmt: skip
+        out.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
     return out
 
 

@@ -43,8 +43,11 @@ def build_spec(
     ``workers`` sets the size of the first worker group; ``threads`` and
     ``memory_limit`` apply to every group.
     """
-    from clusterctl.spec import ClusterSpec, load_spec
+    from clusterctl.errors import SpecError
+    from clusterctl.spec import ClusterSpec, describe, load_spec
 
+    if not isinstance(spec, (str, os.PathLike, ClusterSpec, type(None))):
+        raise SpecError(f"spec: must be a spec file path or a ClusterSpec, got {describe(spec)}")
     overrides: dict[str, Any] = {}
     for key, value in (("name", name), ("backend", backend)):
         if value is not None:
@@ -143,7 +146,14 @@ def adapt(
             f"--minimum/--maximum: need 0 <= minimum <= maximum <= {MAX_WORKERS}, "
             f"got {minimum} and {maximum}"
         )
-    get_cluster(name).spec.group(group)  # an unknown group is an input error, before anything
+    spec = get_cluster(name).spec
+    target = spec.group(group)  # an unknown group is an input error, before anything
+    others = sum(g.count for g in spec.workers if g.name != target.name)
+    if maximum is not None and others + maximum > MAX_WORKERS:
+        raise UserInputError(
+            f"--maximum: the other groups run {others} workers, so this one may adapt up to "
+            f"{MAX_WORKERS - others} (at most {MAX_WORKERS} in all), not {maximum}"
+        )
     with state.locked(name):
         get_cluster(name)  # still there, now that nothing else changes it
         was_on = supervisor.adapt_settings(name) is not None

@@ -31,6 +31,15 @@ class Group(click.Group):
             ctx.exit(130)
 
 
+class Whole(click.IntRange):
+    """A whole number in a range, whose error shows a huge value cut short."""
+
+    def fail(self, message: str, param: Any = None, ctx: Any = None) -> Any:
+        if len(message) > 200:
+            message = f"{message[:120]}… ({len(message)} characters)"
+        return super().fail(message, param, ctx)
+
+
 def name_option(f: Any) -> Any:
     return click.option("--name", "-n", help=NAME_HELP)(f)
 
@@ -67,10 +76,8 @@ def cli() -> None:
 @cli.command()
 @spec_file_option
 @name_option
-@click.option(
-    "--workers", "-w", type=click.IntRange(0, MAX_WORKERS), help="Workers in the first group."
-)
-@click.option("--threads", type=click.IntRange(1, 1024), help="Threads per worker.")
+@click.option("--workers", "-w", type=Whole(0, MAX_WORKERS), help="Workers in the first group.")
+@click.option("--threads", type=Whole(1, 1024), help="Threads per worker.")
 @click.option("--memory-limit", help='Memory per worker: "auto", "4GiB", or a fraction.')
 @click.option("--backend", "-b", help="local (default), docker, compose, swarm, kubernetes.")
 @click.option("--host", help="Scheduler bind address (default 127.0.0.1).")
@@ -80,12 +87,12 @@ def cli() -> None:
     help="Mutual TLS with per-cluster certificates (default: on, but for kubernetes). "
     "--no-tls: a single-user machine only, and only on 127.0.0.1.",
 )
-@click.option("--port", type=int, help="Scheduler port (default 8786; 0 = any free).")
-@click.option("--dashboard-port", type=int, help="Dashboard port (default 8787; 0 = any free).")
+@click.option("--port", type=Whole(), help="Scheduler port (default 8786; 0 = any free).")
+@click.option("--dashboard-port", type=Whole(), help="Dashboard port (default 8787; 0 = any free).")
 @click.option(
     "--notebook/--no-notebook", default=None, help="Also start JupyterLab wired to the cluster."
 )
-@click.option("--notebook-port", type=int, help="JupyterLab port (default 8888; 0 = any free).")
+@click.option("--notebook-port", type=Whole(), help="JupyterLab port (default 8888; 0 = any free).")
 @click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait until every worker runs."
 )
@@ -113,7 +120,7 @@ def up(spec_file: str | None, wait: bool, **fields: Any) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})  # so "-1" reaches N
-@click.argument("n", type=click.IntRange(0, MAX_WORKERS))
+@click.argument("n", type=Whole(0, MAX_WORKERS))
 @name_option
 @click.option("--group", "-g", help="Worker group (default: the first).")
 @click.option(
@@ -144,8 +151,8 @@ def scale(n: int, name: str | None, group: str | None, wait: bool) -> None:
 
 @cli.command()
 @name_option
-@click.option("--minimum", type=click.IntRange(0, MAX_WORKERS), default=0, show_default=True)
-@click.option("--maximum", type=click.IntRange(1, MAX_WORKERS))
+@click.option("--minimum", type=Whole(0, MAX_WORKERS), default=0, show_default=True)
+@click.option("--maximum", type=Whole(1, MAX_WORKERS))
 @click.option("--group", "-g", help="Worker group to adapt (default: the first).")
 @click.option("--off", is_flag=True, help="Turn adaptive scaling off.")
 def adapt(
@@ -193,7 +200,7 @@ def status(name: str | None, as_json: bool) -> None:
 @click.argument("process", default="scheduler")
 @name_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@click.option("--tail", type=click.IntRange(1), help="Only the last N lines.")
+@click.option("--tail", type=Whole(1), help="Only the last N lines.")
 def logs(process: str, name: str | None, follow: bool, tail: int | None) -> None:
     """Print the log of the scheduler (default) or of a worker (by name)."""
     from itertools import islice
@@ -305,9 +312,7 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
     "--backend", "-b", required=True, type=click.Choice(["compose", "swarm", "kubernetes"])
 )
 @spec_file_option
-@click.option(
-    "--workers", "-w", type=click.IntRange(0, MAX_WORKERS), help="Workers in the first group."
-)
+@click.option("--workers", "-w", type=Whole(0, MAX_WORKERS), help="Workers in the first group.")
 @click.option(
     "--notebook/--no-notebook", default=True, show_default=True, help="Include JupyterLab."
 )

@@ -166,6 +166,12 @@ FLAGS = {
     "missing-file": (["up", "-f", "/no/such/spec.yaml"], "cannot read the spec file"),
     "backend-unknown": (["up", "--backend", "slurm"], "backend: must be one of"),
     "scale-negative": (["scale", "-1"], "Invalid value for 'N'"),
+    "scale-5000-digits": (["scale", "9" * 5000], "(5032 characters)"),
+    "port-5000-digits": (["up", "--port", "9" * 5000], "(5032 characters)"),
+    "no-tls-on-every-interface": (
+        ["up", "--host", "0.0.0.0", "--no-tls"],
+        "scheduler.host: 0.0.0.0 can be reached from other machines",
+    ),
     "scale-unknown-cluster": (["scale", "2", "--name", "nosuch"], "no running cluster named"),
     "status-unknown-cluster": (["status", "--name", "nosuch"], "no running cluster named"),
     "logs-unknown-cluster": (["logs", "--name", "nosuch"], "no running cluster named"),

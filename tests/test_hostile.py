@@ -153,6 +153,21 @@ def test_at_most_one_supervisor_ever(bystander):
     bystander.assert_untouched()
 
 
+def test_adapt_beyond_the_worker_total_is_refused(bystander, tmp_path):
+    spec = tmp_path / "groups.yaml"
+    spec.write_text("workers: {a: {count: 1}, b: {count: 0}}\n")
+    up("groups", "-f", str(spec))
+    try:
+        refused = run_cli("adapt", "--name", "groups", "--group", "b", "--maximum", "1000",
+                          check=False)  # fmt: skip
+        assert_rejected(refused, 2, "this one may adapt up to 999")
+        assert supervisor.adapt_settings("groups") is None
+    finally:
+        run_cli("down", "groups")
+    assert_gone("groups")
+    bystander.assert_untouched()
+
+
 # --- damaged state: one broken cluster never breaks the others ------------------------------
 
 
