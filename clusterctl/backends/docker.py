@@ -474,8 +474,13 @@ def remove_volume(volume: Any) -> None:
 
 
 def _check_not_exited(container: Any) -> None:
-    """Fail with its log when a container we wait for has exited."""
-    container.reload()
+    """Fail with its log when a container we wait for has exited, or was removed."""
+    import docker.errors
+
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        raise ClusterctlError(f"{container.name} was removed while it started") from None
     if container.status in ("exited", "dead"):
         code = container.attrs["State"].get("ExitCode")
         raise ClusterctlError(f"{container.name} exited (status {code}):\n{_log_tail(container)}")
@@ -492,7 +497,12 @@ def _wait_healthy(container: Any, timeout: float) -> None:
 
 def _unreachable_detail(container: Any) -> str:
     """Why a container's published port may not answer from here."""
-    container.reload()
+    import docker.errors
+
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return f"{container.name} is gone"
     if container.attrs["State"].get("Health", {}).get("Status") == "healthy":
         return (
             f"{container.name} is healthy inside, so its published port does not reach it from "
@@ -502,7 +512,13 @@ def _unreachable_detail(container: Any) -> str:
 
 
 def _log_tail(container: Any) -> str:
-    return container.logs(tail=40).decode(errors="replace")[-3000:]
+    """The end of a container's log (nothing if it is gone)."""
+    import docker.errors
+
+    try:
+        return container.logs(tail=40).decode(errors="replace")[-3000:]
+    except docker.errors.NotFound:
+        return ""
 
 
 def container_user() -> str:
