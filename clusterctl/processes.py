@@ -112,14 +112,24 @@ def is_alive(record: ProcessRecord) -> bool:
 
 def find_by_marker(folder: Path) -> list[psutil.Process]:
     """This user's live processes marked as belonging to the cluster folder ``folder``."""
+    return [proc for proc, marker in _marked() if marker == str(folder)]
+
+
+def marked_folders() -> set[str]:
+    """The cluster folders this user's live processes are marked with."""
+    return {marker for _, marker in _marked()}
+
+
+def _marked() -> list[tuple[psutil.Process, str]]:
     me, mine = os.getpid(), os.geteuid()
     found = []
     for proc in psutil.process_iter(["uids"]):
         try:
             if proc.pid == me or proc.info["uids"].real != mine:
                 continue
-            if proc.environ().get(MARKER) == str(folder) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
+            marker = proc.environ().get(MARKER)
+            if marker and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append((proc, marker))
         except psutil.Error:
             continue
     return found

@@ -26,6 +26,7 @@ import threading
 from typing import Any
 
 from clusterctl import processes, state
+from clusterctl.errors import ClusterNotFound
 from clusterctl.processes import ProcessRecord
 
 RECORD = "supervisor.json"  # the running supervisor: pid, start time, log
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
                 cluster.follow_adapt_settings(settings)
                 following = settings
             cluster.reconcile()
+        except ClusterNotFound:
+            logging.info("cluster %s is gone; stopping", args.name)
+            break
         except Exception:  # keep watching: the next look may succeed
             logging.exception("supervising %s failed", args.name)
     cluster.close(timeout=10)

@@ -230,6 +230,17 @@ def test_lost_records_still_go_down(bystander):
     bystander.assert_untouched()
 
 
+def test_a_deleted_state_folder_is_found_by_the_marker_and_goes_down(bystander):
+    up("nofolder", "--workers", "2")
+    assert len(marked("nofolder")) >= 4  # scheduler, supervisor, and two workers (nannies)
+    shutil.rmtree(state.cluster_dir("nofolder"))
+    listed = run_cli("list").stdout
+    assert "nofolder\tlocal\tbroken\tits state folder is gone" in listed, listed
+    assert "Cluster 'nofolder' is down." in run_cli("down", "nofolder").stdout
+    assert_gone("nofolder")
+    bystander.assert_untouched()
+
+
 def test_a_deleted_mount_folder_does_not_keep_down_from_working(bystander, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

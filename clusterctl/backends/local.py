@@ -30,7 +30,7 @@ from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.processes import ProcessRecord
 from clusterctl.security import tls_files
-from clusterctl.spec import BACKENDS, ClusterSpec, WorkerGroup
+from clusterctl.spec import BACKENDS, ClusterSpec, WorkerGroup, is_cluster_name
 
 SCHEDULER = "scheduler"
 NOTEBOOK = "notebook"
@@ -48,13 +48,14 @@ class LocalBackend(Backend):
     @classmethod
     def cluster_names(cls) -> list[str]:
         """State folders of local clusters, and those whose spec can't be read (what is
-        left of any cluster's folder is this backend's to report and to remove)."""
-        found = []
+        left of any cluster's folder is this backend's to report and to remove); and the
+        clusters whose folder is gone while processes marked with it still run."""
+        found = set(_names_of_orphans())
         for name in state.names():
             kind = state.stored_backend(name)
             if kind == cls.kind or (kind is None and _has_remains(state.cluster_dir(name))):
-                found.append(name)
-        return found
+                found.add(name)
+        return sorted(found)
 
     @classmethod
     def attach(cls, name: str) -> LocalBackend | None:
@@ -62,9 +63,13 @@ class LocalBackend(Backend):
         try:
             data = state.read_json(folder / state.SPEC)
             if data is None:
-                if not _has_remains(folder):
-                    return None  # nothing here, or a folder being made this instant
-                raise state.BrokenState(f"{folder / state.SPEC}: missing")
+                if _has_remains(folder):
+                    raise state.BrokenState(f"{folder / state.SPEC}: missing")
+                if orphans := processes.find_by_marker(folder):
+                    raise state.BrokenState(
+                        f"its state folder is gone, yet {len(orphans)} of its processes run"
+                    )
+                return None  # nothing here, or a folder being made this instant
             if not isinstance(data, dict) or data.get("backend") != cls.kind:
                 if isinstance(data, dict) and data.get("backend") in BACKENDS:
                     return None  # another backend's cluster
@@ -274,6 +279,14 @@ class LocalBackend(Backend):
 
     def _groups(self) -> dict[str, str | None]:
         return {name: d.get("group") for name, d in self._raw_records().items()}
+
+
+def _names_of_orphans() -> list[str]:
+    """Clusters of this state root that marked processes belong to (their folder may be
+    gone: :meth:`LocalBackend.attach` tells)."""
+    root = state.root()
+    folders = {Path(f) for f in processes.marked_folders()}
+    return [f.name for f in folders if f.parent == root and is_cluster_name(f.name)]
 
 
 def _has_remains(folder: Path) -> bool:
