@@ -232,7 +232,7 @@ def startup_profile(backend: str, n: int) -> dict[str, float]:
         returned = time.time()
         spent = cpu_seconds(here)
         label = {"label": f"{CLUSTER}=bench-{backend}"}
-        containers = engine.containers.list(filters=label)
+        containers = engine.containers.list(ignore_removed=True, filters=label)
         marks = [container_marks(c) for c in containers]
         in_containers = (
             sum(

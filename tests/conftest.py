@@ -100,7 +100,10 @@ def docker_leftovers() -> list[str]:
         return []
     label = {"label": "io.clusterctl.cluster"}
     role = {"label": "io.clusterctl.role"}  # also containers of plain-Compose projects
-    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=role)]
+    found = [
+        f"container {c.name}"
+        for c in client.containers.list(ignore_removed=True, all=True, filters=role)
+    ]
     found += [f"network {n.name}" for n in client.networks.list(filters=label)]
     found += [f"volume {v.name}" for v in client.volumes.list(filters=label)]
     return found

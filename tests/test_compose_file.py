@@ -106,6 +106,6 @@ def test_plain_compose_up_with_three_workers(images, docker_engine):
     finally:
         run("down", "--volumes", "--timeout", "5")
     label = {"label": f"com.docker.compose.project={PROJECT}"}
-    assert docker_engine.containers.list(all=True, filters=label) == []
+    assert docker_engine.containers.list(ignore_removed=True, all=True, filters=label) == []
     assert docker_engine.networks.list(filters=label) == []
     assert docker_engine.volumes.list(filters=label) == []

@@ -33,7 +33,10 @@ def ours(docker_engine, name: str) -> list[str]:
     """Everything of cluster ``name`` the engine holds, found by label."""
     label = {"label": f"io.clusterctl.cluster={name}"}
     return (
-        [c.name for c in docker_engine.containers.list(all=True, filters=label)]
+        [
+            c.name
+            for c in docker_engine.containers.list(ignore_removed=True, all=True, filters=label)
+        ]
         + [n.name for n in docker_engine.networks.list(filters=label)]
         + [v.name for v in docker_engine.volumes.list(filters=label)]
     )
@@ -71,7 +74,7 @@ def cluster(request, images, docker_engine, tmp_path_factory):
 
 def test_containers_are_labelled_unprivileged_and_named_as_workers(cluster, docker_engine):
     label = {"label": f"io.clusterctl.cluster={cluster.name}"}
-    containers = docker_engine.containers.list(filters=label)
+    containers = docker_engine.containers.list(ignore_removed=True, filters=label)
     roles = sorted(c.labels["io.clusterctl.role"] for c in containers)
     assert roles == ["notebook", "scheduler", "worker", "worker"]
     for c in containers:
@@ -326,7 +329,9 @@ def test_a_cluster_whose_containers_are_gone_is_listed_and_removed(backend, imag
         with state.locked(name):
             supervisor.kill(name)  # as `down` does first
         label = {"label": f"io.clusterctl.cluster={name}"}
-        for container in docker_engine.containers.list(all=True, filters=label):
+        for container in docker_engine.containers.list(
+            ignore_removed=True, all=True, filters=label
+        ):
             container.remove(force=True)  # as a destroy that died half-way would leave it
         assert ours(docker_engine, name) == [f"{name}_default" if backend == "compose"
                                              else f"clusterctl-{name}"]  # fmt: skip

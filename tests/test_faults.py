@@ -106,12 +106,12 @@ def test_killed_scheduler_is_reported_workers_leave_and_down_cleans(images, dock
         assert status.returncode == 1 and "scheduler: not running" in status.stdout
     label = {"label": "io.clusterctl.cluster=fault-sched"}
     wait_for(
-        lambda: not docker_engine.containers.list(filters={**label}),
+        lambda: not docker_engine.containers.list(ignore_removed=True, filters={**label}),
         30,
         "workers left after their scheduler died",
     )
     run_cli("down", "fault-sched")
-    assert docker_engine.containers.list(all=True, filters=label) == []
+    assert docker_engine.containers.list(ignore_removed=True, all=True, filters=label) == []
     assert docker_engine.networks.list(filters=label) == []
 
 
@@ -125,7 +125,7 @@ def test_a_worker_cut_off_from_the_network_is_replaced(cluster):
         engine.networks.get(f"clusterctl-{cluster.name}").disconnect(victim, force=True)
 
         def replaced() -> bool:
-            names = {c.name for c in engine.containers.list(all=True)}
+            names = {c.name for c in engine.containers.list(ignore_removed=True, all=True)}
             return victim not in names and len(registered(client) - {victim}) == 2
 
         took = wait_for(replaced, 240, "the cut-off worker replaced")
@@ -146,10 +146,12 @@ def test_down_racing_a_scale_down_leaves_nothing_and_raises_nothing(images, dock
     label = {"label": "io.clusterctl.cluster=fault-race"}
     try:
         destroy_cluster(backend)
-        assert docker_engine.containers.list(all=True, filters=label) == []
+        assert docker_engine.containers.list(ignore_removed=True, all=True, filters=label) == []
         assert docker_engine.networks.list(filters=label) == []
     finally:  # if it failed, what it left must not outlive the test
-        for container in docker_engine.containers.list(all=True, filters=label):
+        for container in docker_engine.containers.list(
+            ignore_removed=True, all=True, filters=label
+        ):
             container.remove(force=True)
         for network in docker_engine.networks.list(filters=label):
             network.remove()

@@ -40,7 +40,7 @@ def network(docker_engine) -> Iterator[str]:
     net = docker_engine.networks.create("clusterctl-test-images", labels=LABELS)
     yield net.name
     for container in docker_engine.containers.list(
-        all=True, filters={"label": "io.clusterctl.cluster=test-images"}
+        ignore_removed=True, all=True, filters={"label": "io.clusterctl.cluster=test-images"}
     ):
         container.remove(force=True)
     net.remove()

@@ -439,7 +439,7 @@ def pods_network(docker_engine):
     network = docker_engine.networks.create(name, driver="bridge", labels=labels)
     yield network
     ours = {"label": f"{CLUSTER}={name}"}
-    for container in docker_engine.containers.list(all=True, filters=ours):
+    for container in docker_engine.containers.list(ignore_removed=True, all=True, filters=ours):
         container.remove(force=True, v=True)
     network.remove()
 

@@ -35,7 +35,7 @@ def ours(engine, name: str) -> list[str]:
     label = {"label": f"io.clusterctl.cluster={name}"}
     return (
         [s.name for s in engine.services.list(filters=label)]
-        + [c.name for c in engine.containers.list(all=True, filters=label)]
+        + [c.name for c in engine.containers.list(ignore_removed=True, all=True, filters=label)]
         + [n.name for n in engine.networks.list(filters=label)]
         + [s.name for s in engine.secrets.list(filters=label)]
     )
@@ -132,7 +132,7 @@ def _answers(url: str) -> bool:
 def _workers(engine, name: str) -> list:
     """The running worker containers of cluster ``name``."""
     labels = [f"io.clusterctl.cluster={name}", "io.clusterctl.role=worker"]
-    return engine.containers.list(filters={"label": labels})
+    return engine.containers.list(ignore_removed=True, filters={"label": labels})
 
 
 def test_services_are_unprivileged_and_secrets_stay_out_of_inspect(swarm, docker_engine):
@@ -208,7 +208,7 @@ def test_docker_stack_deploy_runs_the_stack_file_as_it_is(swarm, docker_engine, 
     finally:
         docker("stack", "rm", STACK)
         deadline = time.monotonic() + 60
-        while docker_engine.containers.list(all=True, filters=label):
+        while docker_engine.containers.list(ignore_removed=True, all=True, filters=label):
             assert time.monotonic() < deadline, "the stack's containers did not go"
             time.sleep(0.5)
         while docker_engine.networks.list(filters=label):

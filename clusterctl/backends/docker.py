@@ -72,7 +72,7 @@ class DockerBackend(Backend):
                 return None
             return cls(ClusterSpec.placeholder(name, cls.kind), problem=NO_ENGINE)
         found = client.containers.list(
-            all=True, filters=label_filters(cls.kind, name, role="scheduler")
+            ignore_removed=True, all=True, filters=label_filters(cls.kind, name, role="scheduler")
         )
         if found:
             spec, problem = read_spec(found[0].labels, name, cls.kind, "its scheduler container")
@@ -315,7 +315,7 @@ class DockerBackend(Backend):
 
     def _containers(self) -> list[Any]:
         return self.client.containers.list(
-            all=True, filters=label_filters(self.kind, self.spec.name)
+            ignore_removed=True, all=True, filters=label_filters(self.kind, self.spec.name)
         )
 
     def _member_name(self, container: Any) -> str:
@@ -384,7 +384,7 @@ def labelled_names(client: Any, kind: str, services: bool = False) -> set[str]:
     (and, with ``services``, swarm services and secrets)."""
     ours = label_filters(kind)
     collections = [
-        client.containers.list(all=True, filters=ours),
+        client.containers.list(ignore_removed=True, all=True, filters=ours),
         client.networks.list(filters=ours),
         client.volumes.list(filters=ours),
     ]
@@ -401,7 +401,10 @@ def labelled_names(client: Any, kind: str, services: bool = False) -> set[str]:
 def remains(client: Any, kind: str, name: str, services: bool = False) -> list[str]:
     """What the engine holds of cluster ``name`` of backend ``kind``, as "network X" etc."""
     ours = label_filters(kind, name)
-    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=ours)]
+    found = [
+        f"container {c.name}"
+        for c in client.containers.list(ignore_removed=True, all=True, filters=ours)
+    ]
     found += [f"network {n.name}" for n in client.networks.list(filters=ours)]
     found += [f"volume {v.name}" for v in client.volumes.list(filters=ours)]
     if services:
