@@ -146,16 +146,15 @@ def adapt(
             f"--minimum/--maximum: need 0 <= minimum <= maximum <= {MAX_WORKERS}, "
             f"got {minimum} and {maximum}"
         )
-    spec = get_cluster(name).spec
-    target = spec.group(group)  # an unknown group is an input error, before anything
-    others = sum(g.count for g in spec.workers if g.name != target.name)
-    if maximum is not None and others + maximum > MAX_WORKERS:
-        raise UserInputError(
-            f"--maximum: the other groups run {others} workers, so this one may adapt up to "
-            f"{MAX_WORKERS - others} (at most {MAX_WORKERS} in all), not {maximum}"
-        )
-    with state.locked(name):
-        get_cluster(name)  # still there, now that nothing else changes it
+    with state.locked(name):  # read and changed while no other command changes it
+        spec = get_cluster(name).spec
+        target = spec.group(group)  # an unknown group is an input error, before anything
+        others = sum(g.count for g in spec.workers if g.name != target.name)
+        if maximum is not None and others + maximum > MAX_WORKERS:
+            raise UserInputError(
+                f"--maximum: the other groups run {others} workers, so this one may adapt up "
+                f"to {MAX_WORKERS - others} (at most {MAX_WORKERS} in all), not {maximum}"
+            )
         was_on = supervisor.adapt_settings(name) is not None
         settings = None if maximum is None else {"minimum": minimum, "maximum": maximum}
         supervisor.set_adapt(name, settings and {**settings, "group": group})

@@ -49,12 +49,8 @@ def backend_class(kind: str) -> type[Backend]:
 
 def find_all(name: str) -> list[Backend]:
     """The backends holding anything of cluster ``name`` (usually one; broken ones too)."""
-    found = []
-    for kind in REGISTRY:
-        cls = backend_class(kind)
-        if name in cls.cluster_names() and (backend := cls.attach(name)) is not None:
-            found.append(backend)
-    return found
+    backends = (backend_class(kind).attach(name) for kind in REGISTRY)
+    return [backend for backend in backends if backend is not None]
 
 
 def find_cluster(name: str) -> Backend | None:

@@ -382,34 +382,28 @@ def label_filters(
 def labelled_names(client: Any, kind: str, services: bool = False) -> set[str]:
     """Cluster names on the labels of backend ``kind``'s containers, networks and volumes
     (and, with ``services``, swarm services and secrets)."""
-    ours = label_filters(kind)
-    collections = [
-        client.containers.list(ignore_removed=True, all=True, filters=ours),
-        client.networks.list(filters=ours),
-        client.volumes.list(filters=ours),
-    ]
-    if services:
-        collections += [client.services.list(filters=ours), client.secrets.list(filters=ours)]
-    names = set()
-    for items in collections:
-        for item in items:
-            labels = _labels_of(item)
-            names.add(labels.get(CLUSTER, ""))
+    names = {_labels_of(item).get(CLUSTER, "") for _, item in _labelled(client, kind, services)}
     return {n for n in names if is_cluster_name(n)}
 
 
 def remains(client: Any, kind: str, name: str, services: bool = False) -> list[str]:
     """What the engine holds of cluster ``name`` of backend ``kind``, as "network X" etc."""
+    return [f"{what} {item.name}" for what, item in _labelled(client, kind, services, name)]
+
+
+def _labelled(
+    client: Any, kind: str, services: bool, name: str | None = None
+) -> list[tuple[str, Any]]:
+    """``(what, object)`` of everything on the engine carrying backend ``kind``'s labels
+    (of cluster ``name``): containers, networks, volumes, and swarm services and secrets."""
     ours = label_filters(kind, name)
-    found = [
-        f"container {c.name}"
-        for c in client.containers.list(ignore_removed=True, all=True, filters=ours)
-    ]
-    found += [f"network {n.name}" for n in client.networks.list(filters=ours)]
-    found += [f"volume {v.name}" for v in client.volumes.list(filters=ours)]
+    found = [("container", c) for c in client.containers.list(ignore_removed=True, all=True,
+                                                               filters=ours)]  # fmt: skip
+    found += [("network", n) for n in client.networks.list(filters=ours)]
+    found += [("volume", v) for v in client.volumes.list(filters=ours)]
     if services:
-        found += [f"service {s.name}" for s in client.services.list(filters=ours)]
-        found += [f"secret {s.name}" for s in client.secrets.list(filters=ours)]
+        found += [("service", s) for s in client.services.list(filters=ours)]
+        found += [("secret", s) for s in client.secrets.list(filters=ours)]
     return found
 
 
