@@ -1,8 +1,8 @@
 """Run the benchmarks: `python -m benchmarks [--quick] [--only NAME ...]`.
 
-A full run writes benchmarks/results/latest.json, its chart latest.png, and the README's
-tables; a quick one (CI's) writes results/quick.json and quick.png. Figures are measured,
-never asserted: tests check behaviour, this checks speed and size.
+A full run writes benchmarks/results/latest.json, its chart latest.png, and the tables of
+docs/benchmarks.md; a quick one (CI's) writes results/quick.json and quick.png. Figures are
+measured, never asserted: tests check behaviour, this checks speed and size.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
     print(f"results: {output}")
     from benchmarks.report import LATEST, publish
 
-    publish(report, output, readme=output.resolve() == LATEST and not args.quick)
+    publish(report, output, page=output.resolve() == LATEST and not args.quick)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A results JSON as the README's tables and as a PNG chart (both drawn from it alone).
+"""A results JSON as docs/benchmarks.md's tables and as a PNG chart (both drawn from it alone).
 
 ``python -m benchmarks.report [RESULTS.json]`` draws them again from a saved run.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.clusters import BASELINE
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 LATEST = Path(__file__).resolve().with_name("results") / "latest.json"
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 # Targets (issues 3, 4 and 8) as ratios to LocalCluster: (figure, at most / at least, ratio).
@@ -52,13 +52,13 @@ def rows(clusters: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The README's benchmark section: machine, cluster figures, start-up profile, images."""
+    """The benchmark page's tables: machine, cluster figures, start-up profile, images."""
     m = report["machine"]
     out = [
         f"Run of {report['date']} UTC{' (quick mode)' if report['quick'] else ''} on "
         f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Docker Engine "
         f"{m['docker_engine']} ({m['storage_driver']} storage), Python {m['python']} "
-        "([JSON](benchmarks/results/latest.json), [chart](benchmarks/results/latest.png)).",
+        "([JSON](../benchmarks/results/latest.json), [chart](../benchmarks/results/latest.png)).",
     ]
     if clusters := report.get("clusters"):
         out += ["", *cluster_table(clusters)]
@@ -170,17 +170,17 @@ def number(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}"
 
 
-def update_readme(report: dict[str, Any], readme: Path = README) -> None:
-    """Put ``markdown(report)`` between the README's benchmark markers."""
-    text = readme.read_text()
+def update_page(report: dict[str, Any], page: Path = PAGE) -> None:
+    """Put ``markdown(report)`` between the benchmark page's markers."""
+    text = page.read_text()
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{readme}: no {BEGIN} … {END} section to fill")
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{markdown(report)}{END}", text))
+        raise SystemExit(f"{page}: no {BEGIN} … {END} section to fill")
+    page.write_text(pattern.sub(lambda _: f"{BEGIN}\n{markdown(report)}{END}", text))
 
 
-def readme_section(readme: Path = README) -> str:
-    text = readme.read_text()
+def page_section(page: Path = PAGE) -> str:
+    text = page.read_text()
     return text[text.index(BEGIN) + len(BEGIN) + 1 : text.index(END)]
 
 
@@ -279,19 +279,20 @@ def image_panel(ax: Any, images: dict[str, Any]) -> None:
     ax.legend(loc="best")
 
 
-def publish(report: dict[str, Any], path: Path, readme: bool) -> None:
-    """Draw the chart next to the JSON at ``path``; with ``readme``, fill the README too."""
+def publish(report: dict[str, Any], path: Path, page: bool) -> None:
+    """Draw the chart next to the JSON at ``path``; with ``page``, fill the tables of
+    docs/benchmarks.md too."""
     chart(report, path.with_suffix(".png"))
     print(f"chart: {path.with_suffix('.png')}")
-    if readme:
-        update_readme(report)
-        print(f"tables: {README}")
+    if page:
+        update_page(report)
+        print(f"tables: {PAGE}")
 
 
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else LATEST
     report = json.loads(path.read_text())
-    publish(report, path, readme=path.resolve() == LATEST and not report["quick"])
+    publish(report, path, page=path.resolve() == LATEST and not report["quick"])
 
 
 if __name__ == "__main__":

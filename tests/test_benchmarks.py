@@ -1,5 +1,5 @@
 """The benchmarks: the quick run works end to end; the committed full run, its chart and the
-README's tables agree. Figures are never asserted here, only that they were measured."""
+docs/benchmarks.md's tables agree. Figures are never asserted here, only that they were measured."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report import LATEST, chart, markdown, readme_section
+from benchmarks.report import LATEST, chart, markdown, page_section
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE_ORDER = ("scheduler_started", "scheduler_listening", "worker_registered",
@@ -58,7 +58,7 @@ def test_quick_run_measures_every_backend_and_draws_its_chart(images, tmp_path):
     assert "| scale 1→4 |" in markdown(report)
 
 
-def test_readme_tables_and_chart_agree_with_the_full_run(tmp_path):
+def test_published_tables_and_chart_agree_with_the_full_run(tmp_path):
     from matplotlib.testing.compare import compare_images
 
     report = json.loads(LATEST.read_text())
@@ -68,7 +68,7 @@ def test_readme_tables_and_chart_agree_with_the_full_run(tmp_path):
     assert clusters["tasks"] == 20_000 and clusters["transfer_mb"] == 200
     check_clusters(clusters, ["local", "docker", "compose", "swarm"])
     assert "cold_build_s" in report["images"]
-    assert readme_section() == markdown(report), "README tables: run python -m benchmarks.report"
+    assert page_section() == markdown(report), "docs/benchmarks.md: run python -m benchmarks.report"
     drawn = tmp_path / "latest.png"
     chart(report, drawn)
     assert compare_images(str(LATEST.with_suffix(".png")), str(drawn), tol=2) is None
