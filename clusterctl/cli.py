@@ -382,11 +382,19 @@ def image_base(release: str, mirror: str | None) -> None:
     help="Another package for every image, e.g. --extra scikit-learn==1.5.2.",
 )
 @click.option("--fresh", is_flag=True, help="Rebuild everything, with no cache.")
-def image_build(base: str | None, extra: tuple[str, ...], fresh: bool) -> None:
+@click.option(
+    "--sync",
+    is_flag=True,
+    help="Put this whole Python environment (every installed package, at its version) into "
+    "the scheduler and worker images; clusters then run on them. Packages with no wheel to "
+    "be had are listed and left out.",
+)
+def image_build(base: str | None, extra: tuple[str, ...], fresh: bool, sync: bool) -> None:
     """Build the three images, locked to the versions of this Python environment."""
     from clusterctl.images import build_images
 
-    for role, name in build_images(base, extra, fresh, progress=_progress_line).items():
+    built = build_images(base, extra, fresh, sync, progress=_progress_line)
+    for role, name in built.items():
         click.echo(f"{role:10} {name}")
 
 

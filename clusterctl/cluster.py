@@ -27,13 +27,19 @@ from typing import Any
 from distributed import Adaptive
 from distributed.core import Status, rpc
 from distributed.deploy.cluster import Cluster as DaskCluster
+from distributed.protocol.pickle import dumps
 from distributed.versions import VersionMismatchWarning, get_versions
 from distributed.versions import error_message as version_error_message
 from tornado.ioloop import IOLoop
 
-from clusterctl import state, supervisor, waiting
+from clusterctl import environment, state, supervisor, waiting
 from clusterctl.backends import Backend, backend_class, find_all, get_cluster
-from clusterctl.errors import ClusterctlError, ClusterNotFound, UserInputError
+from clusterctl.errors import (
+    ClusterctlError,
+    ClusterNotFound,
+    EnvironmentMismatchWarning,
+    UserInputError,
+)
 from clusterctl.security import client_security, create_tls_files
 from clusterctl.spec import ClusterSpec
 
@@ -135,6 +141,8 @@ class Cluster(DaskCluster):
         await self._refresh()
         if mismatch := await self._version_mismatch():
             warnings.warn(mismatch, VersionMismatchWarning, stacklevel=2)
+        if missing := await self._environment_mismatch():
+            warnings.warn(missing, EnvironmentMismatchWarning, stacklevel=2)
 
     def _claim(self) -> None:
         """Refuse a name in use; take over one whose cluster stopped entirely (its processes
@@ -464,6 +472,31 @@ class Cluster(DaskCluster):
         return (
             f"cluster {self.name!r} runs other versions than this client "
             f"(`clusterctl image build` makes matching images):\n{text}"
+        )
+
+    async def _environment_mismatch(self) -> str:
+        """The packages this client has that the scheduler or a worker lacks or has at
+        another version, named ("" when none). Not asked on a backend whose processes run
+        this very interpreter, nor of a cluster whose images can't tell."""
+        if self.backend.runs_this_environment:
+            return ""
+        function = dumps(environment.installed)
+        sides = {}
+        answer = await self.scheduler_comm.run_function(function=function)
+        if answer.get("status") == "OK":
+            sides["the scheduler"] = answer["result"]
+        message = {"op": "run", "function": function, "args": dumps(()), "kwargs": dumps({})}
+        answers = await self.scheduler_comm.broadcast(msg=message, on_error="ignore")
+        for address, answer in answers.items():
+            if isinstance(answer, dict) and answer.get("status") == "OK":
+                sides[address] = answer["result"]
+        client = {n: v for n, v in environment.installed().items() if n != "clusterctl"}
+        if not sides or not (text := environment.differences(client, sides)):
+            return ""
+        return (
+            f"cluster {self.name!r} lacks packages this client has, and tasks that use them "
+            "will fail there (`clusterctl image build --sync` puts this whole environment "
+            f"into the images):\n{text}"
         )
 
     async def _describe(self) -> dict[str, Any]:

@@ -21,3 +21,8 @@ class SpecError(UserInputError):
 
 class ClusterNotFound(UserInputError):
     """No running cluster has the given name."""
+
+
+class EnvironmentMismatchWarning(UserWarning):
+    """The cluster lacks packages this client has, or has them at other versions: tasks
+    that use them will fail there."""

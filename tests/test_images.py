@@ -24,7 +24,7 @@ from clusterctl.images import (
     check_release,
     image_exists,
     load_images,
-    notebook_files,
+    package_files,
     save_images,
 )
 from clusterctl.spec import load_spec
@@ -265,26 +265,32 @@ def git(folder: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True)
 
 
-def test_only_tracked_notebooks_go_into_the_image(tmp_path):
+def test_only_tracked_package_files_go_into_the_image(tmp_path):
     checkout = tmp_path / "checkout"
-    (checkout / "notebooks" / "sub").mkdir(parents=True)
-    for name in ("a.ipynb", "sub/b.ipynb", "data.csv"):
-        (checkout / "notebooks" / name).write_text("{}")
+    package = checkout / "clusterctl"
+    (package / "notebooks" / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "notebooks/a.ipynb", "notebooks/sub/b.ipynb", "notebooks/d.csv"):
+        (package / name).write_text("{}")
     git(checkout, "init", "-q")
-    git(checkout, "add", "notebooks")
-    for name in ("untracked.ipynb", ".env", "secrets.txt"):  # left lying around afterwards
-        (checkout / "notebooks" / name).write_text("token=abc")
-    (checkout / "notebooks" / "link.ipynb").symlink_to("/etc/passwd")
-    tracked = ["notebooks/a.ipynb", "notebooks/data.csv", "notebooks/sub/b.ipynb"]
-    assert [str(p) for p in notebook_files(checkout)] == tracked
+    git(checkout, "add", "clusterctl")
+    for name in ("notebooks/untracked.ipynb", ".env", "notebooks/secrets.txt"):  # left behind
+        (package / name).write_text("token=abc")
+    (package / "notebooks" / "link.ipynb").symlink_to("/etc/passwd")
+    (package / "new.py").write_text("")  # a module not added yet: code goes in regardless
+    tracked = ["__init__.py", "notebooks/a.ipynb", "notebooks/d.csv", "notebooks/sub/b.ipynb"]
+    assert [str(p) for p in package_files(package)] == sorted([*tracked, "new.py"])
+    tracked.append("new.py")
 
-    plain = tmp_path / "plain"  # not a git checkout (an unpacked source archive, say)
-    shutil.copytree(checkout / "notebooks", plain / "notebooks", symlinks=True)
-    (plain / "notebooks" / ".ipynb_checkpoints").mkdir()
-    (plain / "notebooks" / ".ipynb_checkpoints" / "a-checkpoint.ipynb").write_text("{}")
-    expected = ["notebooks/a.ipynb", "notebooks/sub/b.ipynb", "notebooks/untracked.ipynb"]
-    assert [str(p) for p in notebook_files(plain)] == expected
-    assert notebook_files(tmp_path / "nothing") == []
+    # An installed wheel: not in a git checkout, so every file but hidden ones and caches.
+    installed = tmp_path / "site-packages" / "clusterctl"
+    shutil.copytree(package, installed, symlinks=True)
+    (installed / "notebooks" / ".ipynb_checkpoints").mkdir()
+    (installed / "notebooks" / ".ipynb_checkpoints" / "a-checkpoint.ipynb").write_text("{}")
+    (installed / "__pycache__").mkdir()
+    (installed / "__pycache__" / "x.pyc").write_text("")
+    expected = [*tracked, "notebooks/secrets.txt", "notebooks/untracked.ipynb"]
+    assert [str(p) for p in package_files(installed)] == sorted(expected)
+    assert package_files(tmp_path / "nothing") == []
 
 
 def test_save_remove_load_round_trip(images, docker_engine, tmp_path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "clusterctl" / "notebooks"
 # Any free ports: the default ones are left to the tests that check them.
 FREE_PORTS = {
     "DASK_CLUSTERCTL__SCHEDULER__PORT": "0",
@@ -20,17 +21,23 @@ FREE_PORTS = {
 
 
 def run_notebook(name: str, env: dict[str, str], tmp_path: Path) -> str:
-    """Execute ``notebooks/<name>`` in a fresh kernel; return all it printed."""
+    """Execute ``notebooks/<name>`` in a fresh kernel whose working folder is a copy of the
+    notebook's own folder, as in JupyterLab; return all it printed. The folder must be left
+    as it was: a notebook writes only where the user says (CLUSTERCTL_OUTPUT) or its cache."""
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    shutil.copy2(NOTEBOOKS / name, folder / name)
     old = dict(os.environ)
     os.environ.update(env)  # the kernel inherits this process's environment
     try:
         NotebookClient(
-            notebook, timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+            notebook, timeout=300, resources={"metadata": {"path": str(folder)}}
         ).execute()
     finally:
         os.environ.clear()
         os.environ.update(old)
+    assert sorted(p.name for p in folder.iterdir()) == [name], "the notebook wrote beside itself"
     return "".join(
         output.get("text", "")
         for cell in notebook.cells
@@ -63,13 +70,13 @@ def test_dataframe_pipeline_results_outlive_the_cluster(backend, tmp_path, reque
 
     if backend != "local":
         request.getfixturevalue("images")
-    output = tmp_path / "output"
-    env = {
-        "CLUSTERCTL_NAME": "nb-pipeline",
-        "CLUSTERCTL_BACKEND": backend,
-        "CLUSTERCTL_OUTPUT": str(output),
-        **FREE_PORTS,
-    }
+    env = {"CLUSTERCTL_NAME": "nb-pipeline", "CLUSTERCTL_BACKEND": backend, **FREE_PORTS}
+    if backend == "local":  # by default the results go to the user's cache folder
+        env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+        output = tmp_path / "cache" / "clusterctl" / "notebooks" / "dataframe-pipeline"
+    else:  # or where the user says
+        env["CLUSTERCTL_OUTPUT"] = str(tmp_path / "output")
+        output = tmp_path / "output" / "dataframe-pipeline"
     printed = run_notebook("dataframe-pipeline.ipynb", env, tmp_path)
     df = dask.datasets.timeseries(start="2000-01-01", end="2000-01-15", freq="10s", seed=42)
     expected = df.compute()
@@ -113,7 +120,7 @@ def test_shipping_code_to_a_running_cluster(backend, tmp_path, request):
     if backend != "local":
         request.getfixturevalue("images")
     env = {"CLUSTERCTL_NAME": "nb-shipping", "CLUSTERCTL_BACKEND": backend,
-           "CLUSTERCTL_CODE": str(tmp_path / "code"), **FREE_PORTS}  # fmt: skip
+           "CLUSTERCTL_OUTPUT": str(tmp_path / "output"), **FREE_PORTS}  # fmt: skip
     printed = run_notebook("shipping-code.ipynb", env, tmp_path)
     assert "workers: 2\n" in printed
     assert "areas: [3.14, 12.56]\n" in printed  # the uploaded version, not the first

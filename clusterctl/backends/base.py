@@ -36,6 +36,9 @@ class Backend(ABC):
     # the ones it removes and adapts (the dask-kubernetes operator): the controller then
     # hands scale() and adapt() to the backend, and never starts or stops workers itself.
     orchestrated: bool = False
+    # True when the scheduler and workers run this very Python environment (processes of
+    # this interpreter): nothing to compare with the client's.
+    runs_this_environment: bool = False
 
     def __init__(self, spec: ClusterSpec, problem: str | None = None):
         self.spec = spec

@@ -97,7 +97,8 @@ class ComposeBackend(DockerBackend):
         """Run Compose on this cluster's file (0600, in its 0700 folder: it holds env values),
         written afresh from the spec; within ``start-timeout`` plus a minute."""
         file = state.make_cluster_dir(self.spec.name) / "docker-compose.yml"
-        rendered = render(self.spec, dashboard=self.dashboard_address())
+        tag = images.default_tag(self.client)
+        rendered = render(self.spec, dashboard=self.dashboard_address(), tag=tag)
         state.write_text(file, yaml.safe_dump(rendered, sort_keys=False))
         command = [*compose_command(), "--project-name", self.spec.name, "--file", str(file)]
         shown = f"`{' '.join(command[:-4])} {' '.join(args)}`"
@@ -126,14 +127,19 @@ def compose_command() -> tuple[str, ...]:
 
 
 def render(
-    spec: ClusterSpec, *, managed: bool = True, dashboard: str | None = None
+    spec: ClusterSpec,
+    *,
+    managed: bool = True,
+    dashboard: str | None = None,
+    tag: str | None = None,
 ) -> dict[str, Any]:
     """The Compose file of a cluster.
 
     ``managed``: for this backend (clusterctl's labels, per-cluster TLS files and notebook
     token from the state folder); otherwise for plain ``docker compose`` with no files
     beside it, which can't carry TLS. ``dashboard``: ``host:port`` where a browser here
-    reaches the running scheduler's dashboard, for JupyterLab's Dask sidebar.
+    reaches the running scheduler's dashboard, for JupyterLab's Dask sidebar. ``tag``: of
+    clusterctl's images (default: this client's locked ones).
     """
     if spec.security.tls and not managed:
         raise UserInputError(
@@ -167,8 +173,9 @@ def render(
         volumes = [str(m) for m in mounts]
         if spec.security.tls:
             volumes.append(f"{tls_files(spec.name).ca.parent}:{TLS_IN_CONTAINER}:ro")
-        image = group.image if group and group.image else images.default_image(role)
-        if not managed and image == images.default_image(role):
+        default = images.image_name(role, tag) if tag else images.default_image(role)
+        image = group.image if group and group.image else default
+        if not managed and image == default:
             image = own(f"{image.partition(':')[0]}:${{CLUSTERCTL_TAG:-latest}}")
         out = {
             "image": image,

@@ -254,7 +254,7 @@ class DockerBackend(Backend):
     def _image(self, role: str, group: WorkerGroup | None = None) -> str:
         if group is not None and group.image:
             return group.image
-        return images.default_image(role)
+        return images.default_image(role, self.client)
 
     def _labels(self, role: str | None = None, group: str | None = None) -> dict[str, str]:
         labels = {CLUSTER: self.spec.name, BACKEND: self.kind}

@@ -38,6 +38,7 @@ NOTEBOOK = "notebook"
 
 class LocalBackend(Backend):
     kind = "local"
+    runs_this_environment = True
 
     def __init__(self, spec: ClusterSpec, problem: str | None = None):
         super().__init__(spec, problem)

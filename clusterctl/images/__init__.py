@@ -14,6 +14,7 @@ Three steps, each cached by what it depends on:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -32,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from clusterctl import __version__
+from clusterctl import __version__, environment
 from clusterctl.errors import ClusterctlError, UserInputError
 
 ROLES = ("scheduler", "worker", "notebook")
@@ -44,7 +45,9 @@ NOTEBOOK_PACKAGES = ("jupyterlab", "dask-labextension", "pip")
 # Shared libraries the interpreter's extension modules link against (Debian bookworm names).
 BASE_PACKAGES = ("tini", "ca-certificates", "libssl3", "libffi8", "libsqlite3-0", "libbz2-1.0",
                  "libncursesw6", "libreadline8", "libexpat1", "libnsl2")  # fmt: skip
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+# The Dockerfiles, entrypoint and dask config: package data, beside this module.
+IMAGES_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = IMAGES_DIR.parent
 # A Debian suite or codename (bookworm, trixie, stable, sid); it reaches debootstrap's
 # command line and an image label.
 RELEASE = re.compile(r"[a-z][a-z0-9-]{0,31}")
@@ -62,14 +65,22 @@ class Lock:
     packages: dict[str, str]  # name -> version, as installed here
     notebook: dict[str, str]  # notebook-only packages, pinned when installed here
     extra: tuple[str, ...]  # the user's extra requirements
+    synced: bool = False  # packages: every distribution installed here (image build --sync)
 
     @classmethod
-    def of_this_client(cls, extra: Iterable[str] = ()) -> Lock:
+    def of_this_client(cls, extra: Iterable[str] = (), sync: bool = False) -> Lock:
+        """The default lock (what Dask compares, and what tasks commonly need), or with
+        ``sync`` this whole environment but clusterctl itself, which images add apart."""
+        if sync:
+            packages = {n: v for n, v in environment.installed().items() if n != "clusterctl"}
+        else:
+            packages = {p: v for p in LOCKED_PACKAGES if (v := _installed(p))}
         return cls(
             python=platform.python_version(),
-            packages={p: v for p in LOCKED_PACKAGES if (v := _installed(p))},
+            packages=packages,
             notebook={p: _installed(p) or "" for p in NOTEBOOK_PACKAGES},
             extra=tuple(extra),
+            synced=sync,
         )
 
     @property
@@ -79,11 +90,12 @@ class Lock:
 
     @property
     def tag(self) -> str:
-        """The image tag: this lock, this version of clusterctl, and the runtime's recipe."""
+        """The image tag: this lock, this version of clusterctl, and the runtime's recipe;
+        ``-sync-`` in it for a whole environment's images."""
         recipe = hashlib.sha256(self.digest.encode())
         for name in ("Dockerfile.runtime", "trim.py"):
             recipe.update((IMAGES_DIR / name).read_bytes())
-        return f"{__version__}-{recipe.hexdigest()[:12]}"
+        return f"{__version__}-{'sync-' if self.synced else ''}{recipe.hexdigest()[:12]}"
 
     def core_requirements(self) -> list[str]:
         return [f"{p}=={v}" for p, v in self.packages.items()] + list(self.extra)
@@ -92,8 +104,12 @@ class Lock:
         return [f"{p}=={v}" if v else p for p, v in self.notebook.items()]
 
     def label(self) -> str:
-        """``python=3.11.7,dask=2026.8.0,...``: the ``io.clusterctl.lock`` image label."""
-        pins = {"python": self.python, **self.packages}
+        """``python=3.11.7,dask=2026.8.0,...``: the ``io.clusterctl.lock`` image label; for
+        synced images the Dask packages and ``synced=<number of packages>``."""
+        pins = {"python": self.python}
+        pins |= {p: v for p in LOCKED_PACKAGES if (v := self.packages.get(p))}
+        if self.synced:
+            pins["synced"] = str(len(self.packages))
         return ",".join(f"{name}={version}" for name, version in pins.items())
 
 
@@ -101,9 +117,26 @@ def image_name(role: str, tag: str) -> str:
     return f"clusterctl-{role}:{tag}"
 
 
-def default_image(role: str) -> str:
-    """The image of ``role`` that matches this client (what the container backends use)."""
-    return image_name(role, Lock.of_this_client().tag)
+def default_tag(engine: Any = None) -> str:
+    """The tag of the images that match this client, which the container backends run: the
+    synced ones (``image build --sync`` of this very environment) if ``engine`` has them,
+    else the locked ones."""
+    if engine is not None:
+        synced = _synced_tag()
+        if all(image_exists(engine, image_name(role, synced)) for role in ROLES):
+            return synced
+    return Lock.of_this_client().tag
+
+
+def default_image(role: str, engine: Any = None) -> str:
+    """The image of ``role`` that matches this client (see :func:`default_tag`)."""
+    return image_name(role, default_tag(engine))
+
+
+@functools.cache
+def _synced_tag() -> str:
+    """The tag of this environment's synced images (reading it takes ~0.1 s: once)."""
+    return Lock.of_this_client(sync=True).tag
 
 
 def base_name(release: str = "bookworm") -> str:
@@ -304,16 +337,18 @@ def _trim_rootfs(rootfs: Path) -> None:
 
 
 def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool = False,
-                 progress: Progress = print) -> dict[str, str]:  # fmt: skip
+                 sync: bool = False, progress: Progress = print) -> dict[str, str]:  # fmt: skip
     """Build the scheduler, worker and notebook images for this client; return their names.
 
     ``base``: an image with this client's Python at /usr/local/bin/python3; ``"debian"``
     for the offline base (made by :func:`build_base` first if missing, or if ``fresh``).
     By default the offline base if the engine has it, else ``python:X.Y.Z-slim``.
-    ``fresh`` rebuilds every step, wheelhouse included, with no cache.
+    ``fresh`` rebuilds every step, wheelhouse included, with no cache. ``sync`` puts this
+    whole environment into the scheduler and worker images, every distribution at its
+    version as installed here, not only the default lock; backends then prefer them.
     """
     client = docker_client()
-    lock = Lock.of_this_client(extra)
+    lock = Lock.of_this_client(extra, sync)
     if base == "debian":
         if fresh or not image_exists(client, base_name()):
             build_base(progress=progress)
@@ -331,6 +366,9 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
         "CLUSTERCTL_VERSION": __version__,
         "CLUSTERCTL_LOCK": lock.label(),
         "CLUSTERCTL_SOURCE": _source(),
+        # A synced lock is installed as it is, without pip's resolver: exactly what is
+        # installed here, even where this environment's own requirements disagree.
+        "CORE_INSTALL_OPTIONS": "--no-deps" if lock.synced else "",
     }
     runtimes = {role: image_name(f"{role}-runtime", lock.tag) for role in ROLES}
     if fresh or not all(image_exists(client, name) for name in runtimes.values()):
@@ -358,9 +396,11 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
 def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print) -> Path:
     """Wheels of every locked package and their dependencies, as installed here.
 
-    The folder is also the build context of ``Dockerfile.runtime``; cached per lock.
+    The folder is also the build context of ``Dockerfile.runtime``; cached per lock. For a
+    synced lock, packages installed from a local folder are built into wheels here, and
+    those no wheel can be had for are left out and listed in ``unavailable.txt``.
     """
-    folder = _cache_dir() / f"wheelhouse-{lock.digest}"
+    folder = _cache_dir() / f"wheelhouse-{'sync-' if lock.synced else ''}{lock.digest}"
     if (folder / "lock.txt").exists() and not fresh:
         progress(f"wheelhouse {folder} (cached)")
     else:
@@ -368,14 +408,18 @@ def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print
         wheels = folder / "wheels"
         wheels.mkdir(parents=True)
         (folder / "constraints.txt").write_text("\n".join(_host_pins()) + "\n")
-        (folder / "core.txt").write_text("\n".join(lock.core_requirements()) + "\n")
         (folder / "notebook.txt").write_text("\n".join(lock.notebook_requirements()) + "\n")
-        progress(f"pip wheel: {len(lock.core_requirements())} packages + notebook, "
-                 "with their dependencies")  # fmt: skip
-        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-              "--wheel-dir", str(wheels), "-c", str(folder / "constraints.txt"),
-              "-r", str(folder / "core.txt"), "-r", str(folder / "notebook.txt")],
-             progress)  # fmt: skip
+        if lock.synced:
+            core = _sync_wheels(lock, wheels, progress)
+            (folder / "unavailable.txt").write_text(
+                "".join(f"{p}\n" for p in lock.core_requirements() if p not in core)
+            )
+        else:
+            core = lock.core_requirements()
+        (folder / "core.txt").write_text("\n".join(core) + "\n")
+        progress(f"pip wheel: {len(core)} packages + notebook, with their dependencies")
+        _pip_wheel(wheels, "-c", str(folder / "constraints.txt"), "-r", str(folder / "core.txt"),
+                   "-r", str(folder / "notebook.txt"), progress=progress)  # fmt: skip
         if not list(wheels.glob("pip-*.whl")):  # pip wheel leaves pip out when it is installed
             _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest",
                   str(wheels), f"pip=={lock.notebook['pip']}"], progress)  # fmt: skip
@@ -384,90 +428,154 @@ def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print
             whl.rename(folder / whl.name)
         wheels.rmdir()
         (folder / "lock.txt").write_text("\n".join(pins) + "\n")
+    if unavailable := _lines(folder / "unavailable.txt"):
+        progress(f"not in the images, no wheel to be had for: {', '.join(unavailable)}")
     shutil.copy2(IMAGES_DIR / "Dockerfile.runtime", folder / "Dockerfile.runtime")
     shutil.copy2(IMAGES_DIR / "trim.py", folder / "trim.py")
     return folder
 
 
-def _app_context(folder: Path, progress: Progress) -> Path:
-    """The build context of ``images/Dockerfile``: ``app/`` is laid out as the image's root.
+def _sync_wheels(lock: Lock, wheels: Path, progress: Progress) -> list[str]:
+    """Wheels in ``wheels`` of every package of a synced lock that has one; return the
+    pins that do. Packages installed from a local folder are built from it; the others
+    come from pip's cache or index, all at once, then one by one to find which failed."""
+    index: list[str] = []
+    local: dict[str, Path] = {}
+    for pin in lock.core_requirements():
+        source = environment.local_source(pin.partition("==")[0])
+        if source is None:
+            index.append(pin)
+        else:
+            local[pin] = source
+    progress(f"sync: {len(index)} packages from pip's cache or index, {len(local)} from folders")
+    found = []
+    for pin, source in local.items():
+        try:
+            if source.is_file() and source.suffix == ".whl":
+                shutil.copy2(source, wheels / source.name)
+            else:
+                progress(f"building a wheel of {pin} from {source}")
+                _pip_wheel(wheels, "--no-deps", str(source), progress=progress)
+            found.append(pin)
+        except (OSError, ClusterctlError):
+            pass
+    try:
+        _pip_wheel(wheels, "--no-deps", *index, progress=progress)
+        return found + index
+    except ClusterctlError:
+        progress("sync: some packages have no wheel; finding which")
 
-    clusterctl is installed into it here (``pip install --target``), so the image build is
-    a single COPY.
+    def has_wheel(pin: str) -> bool:
+        try:
+            _pip_wheel(wheels, "--no-deps", pin, progress=progress)
+        except ClusterctlError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        had = list(pool.map(has_wheel, index))
+    return found + [pin for pin, ok in zip(index, had, strict=True) if ok]
+
+
+def _pip_wheel(wheels: Path, *args: str, progress: Progress) -> None:
+    """``pip wheel`` into ``wheels``: offline with the build tools installed here if that
+    works, else in pip's isolated build environment."""
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+               "--wheel-dir", str(wheels), *args]  # fmt: skip
+    try:
+        _run([*command, "--no-build-isolation"], progress)
+    except ClusterctlError:
+        _run(command, progress)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def _app_context(folder: Path, progress: Progress) -> Path:
+    """The build context of ``Dockerfile``: ``app/`` is laid out as the image's root.
+
+    clusterctl goes in as it is installed here, editable or not: its package files and its
+    metadata into /opt/venv's site-packages, so the image build is a single COPY.
     """
-    source = IMAGES_DIR.parent
-    if not (source / "pyproject.toml").exists():
-        raise UserInputError(
-            "clusterctl image build needs clusterctl's source tree (a git clone installed "
-            "with `pip install -e .`)"
-        )
     shutil.copy2(IMAGES_DIR / "Dockerfile", folder / "Dockerfile")
     app = folder / "app"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     site = app / "opt" / "venv" / "lib" / f"python{version}" / "site-packages"
-    (app / "usr" / "local" / "bin").mkdir(parents=True)
-    shutil.copy2(IMAGES_DIR / "entrypoint.sh", app / "usr/local/bin/clusterctl-entrypoint")
-    (app / "etc" / "dask").mkdir(parents=True)
-    shutil.copy2(IMAGES_DIR / "dask.yaml", app / "etc/dask/clusterctl.yaml")
-    (app / "home" / "dask").mkdir(parents=True)
-    for notebook in notebook_files(source):
-        target = app / "home/dask" / notebook
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / notebook, target)
-    progress("building the clusterctl wheel")
-    wheel = folder / "wheel"
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-               "--disable-pip-version-check", "--wheel-dir", str(wheel), str(source)]  # fmt: skip
-    try:  # offline, with the setuptools installed here, if it can build wheels...
-        _run([*command, "--no-build-isolation"], progress)
-    except ClusterctlError:  # ...else in an isolated build environment from the index
-        _run(command, progress)
-    _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-          "--disable-pip-version-check", "--target", str(site), *map(str, wheel.glob("*.whl"))],
-         progress)  # fmt: skip
-    shutil.rmtree(site / "bin", ignore_errors=True)  # scripts that name this machine's Python
+    files = package_files(PACKAGE_DIR)
+    progress(f"clusterctl {__version__}: {len(files)} files from {PACKAGE_DIR}")
+    for path in files:
+        _copy(PACKAGE_DIR / path, site / "clusterctl" / path)
+    _write_metadata(site)
+    _copy(IMAGES_DIR / "entrypoint.sh", app / "usr/local/bin/clusterctl-entrypoint", mode=0o755)
+    _copy(IMAGES_DIR / "dask.yaml", app / "etc/dask/clusterctl.yaml")
+    for path in files:
+        if path.parts[0] == "notebooks" and path.suffix == ".ipynb":
+            _copy(PACKAGE_DIR / path, app / "home/dask" / path)
     script = app / "opt/venv/bin/clusterctl"
     script.parent.mkdir(parents=True)
     script.write_text('#!/bin/sh\nexec /opt/venv/bin/python -m clusterctl "$@"\n')
     script.chmod(0o755)
+    (app / "home" / "dask").mkdir(parents=True, exist_ok=True)
     for writable in (app / "opt" / "venv", app / "home" / "dask"):
-        for path in [writable, *writable.rglob("*")] if writable.exists() else ():
+        for path in [writable, *writable.rglob("*")]:
             mode = path.stat().st_mode
             path.chmod(mode | ((mode & 0o700) >> 3))  # group gets what the owner has
     return folder
 
 
-def notebook_files(source: Path) -> list[Path]:
-    """The notebooks under ``source/notebooks`` that go into the notebook image, relative to
-    ``source``: in a git checkout the files git tracks there (nothing a user left lying
-    around, such as outputs or credentials); elsewhere only ``*.ipynb`` files outside hidden
-    folders (``.ipynb_checkpoints``). Symlinks never."""
-    folder = source / "notebooks"
-    if not folder.is_dir():
-        return []
+def _copy(source: Path, target: Path, mode: int = 0o644) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    target.chmod(mode)
+
+
+def _write_metadata(site: Path) -> None:
+    """clusterctl's ``.dist-info`` in ``site``, from the metadata installed here: its
+    entry points (Dask's cluster discovery) and a RECORD of what was copied."""
+    dist = metadata.distribution("clusterctl")
+    info = site / f"clusterctl-{__version__}.dist-info"
+    info.mkdir(parents=True)
+    # METADATA in a wheel install, PKG-INFO in an egg-info (a source checkout's)
+    (info / "METADATA").write_text(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
+    (info / "entry_points.txt").write_text(dist.read_text("entry_points.txt") or "")
+    (info / "INSTALLER").write_text("clusterctl image build\n")
+    record = sorted(str(p.relative_to(site)) for p in site.rglob("*") if p.is_file())
+    (info / "RECORD").write_text("".join(f"{p},,\n" for p in [*record, f"{info.name}/RECORD"]))
+
+
+def package_files(package: Path) -> list[Path]:
+    """The files of clusterctl's package folder that go into the images, relative to it.
+
+    Every Python module outside hidden folders and ``__pycache__``, as a wheel would have
+    it; of the other files (notebooks, data), in a git checkout (an editable install) only
+    those git tracks, so nothing a user left lying around, such as notebook outputs or
+    credentials. Symlinks never.
+    """
+    found = [
+        p
+        for p in package.rglob("*")
+        if not any(part.startswith(".") or part == "__pycache__"
+                   for part in p.relative_to(package).parts)
+    ]  # fmt: skip
     try:
         listed = subprocess.run(
-            ["git", "-C", str(source), "ls-files", "-z", "--", "notebooks"],
+            ["git", "-C", str(package), "ls-files", "-z"],  # paths relative to package
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):  # no git here
         listed = None
-    if listed is not None and listed.returncode == 0:
-        found = [source / p for p in listed.stdout.split("\0") if p]
-    else:
-        found = [
-            p
-            for p in folder.rglob("*.ipynb")
-            if not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        ]
-    return sorted(p.relative_to(source) for p in found if p.is_file() and not p.is_symlink())
+    if listed is not None and listed.returncode == 0 and listed.stdout:
+        tracked = {package / p for p in listed.stdout.split("\0") if p}
+        found = [p for p in found if p in tracked or p.suffix == ".py"]
+    return sorted(p.relative_to(package) for p in found if p.is_file() and not p.is_symlink())
 
 
 def _source() -> str:
     """Where the images' clusterctl came from: its git remote, else its folder."""
-    result = subprocess.run(["git", "-C", str(IMAGES_DIR.parent), "remote", "get-url", "origin"],
+    result = subprocess.run(["git", "-C", str(PACKAGE_DIR), "remote", "get-url", "origin"],
                             capture_output=True, text=True)  # fmt: skip
-    return result.stdout.strip() if result.returncode == 0 else str(IMAGES_DIR.parent)
+    return result.stdout.strip() if result.returncode == 0 else str(PACKAGE_DIR)
 
 
 def _host_pins() -> list[str]:
