@@ -2,23 +2,79 @@
 # One entrypoint for the scheduler, worker and notebook images (run under tini).
 #   scheduler [dask scheduler args]   worker [ADDRESS] [dask worker args]
 #   notebook [jupyter lab args]       health (the HEALTHCHECK)      anything else: exec it
+# The official images' commands work too: `dask-scheduler`, `dask scheduler` as scheduler,
+# `dask-worker`, `dask worker` as worker (Compose files, Helm charts and docs use them).
 # EXTRA_PIP_PACKAGES installs packages at start, as in dask-docker's images; with
 # EXTRA_PIP_FIND_LINKS (a mounted wheelhouse) it installs from there with no network.
-# A failed install stops the container with a non-zero status.
+# A failed install stops the container with a non-zero status, and so does
+# EXTRA_CONDA_PACKAGES or EXTRA_APT_PACKAGES, which these images can't honour.
 set -eu
+
+# Our role for a command line's first two words: scheduler, worker, or the first word.
+role_of() {
+  case "$1" in
+    dask-scheduler) echo scheduler ;;
+    dask-worker) echo worker ;;
+    dask) case "${2:-}" in scheduler|worker) echo "$2" ;; *) echo dask ;; esac ;;
+    *) echo "$1" ;;
+  esac
+}
 
 role=${1:-${CLUSTERCTL_ROLE:-scheduler}}
 [ "$#" -gt 0 ] && shift
+case "$role" in
+  dask-scheduler|dask-worker) role=$(role_of "$role") ;;
+  dask) case "${1:-}" in scheduler|worker) role=$1; shift ;; esac ;;
+esac
 
 if [ "$role" = health ]; then
-  case "${CLUSTERCTL_ROLE:-scheduler}" in
+  # The role this container runs, which its command may have changed from the image's
+  # (`dask-scheduler` in the worker image): tini, PID 1, keeps the command line it ran us with.
+  running=${CLUSTERCTL_ROLE:-scheduler}
+  if [ -r /proc/1/cmdline ]; then
+    set -f  # the two words after ours, e.g. "dask-worker tcp://...", "dask worker", "worker"
+    # shellcheck disable=SC2046
+    set -- $(tr '\0' '\n' < /proc/1/cmdline | sed -n '/clusterctl-entrypoint$/{n;p;n;p;q;}')
+    if [ "$#" -gt 0 ]; then
+      case "$(role_of "$@")" in scheduler|worker|notebook) running=$(role_of "$@") ;; esac
+    fi
+  fi
+  case "$running" in
     scheduler) url="http://127.0.0.1:${DASK_DASHBOARD_PORT:-8787}/health" ;;
     worker)    url="http://127.0.0.1:${DASK_WORKER_DASHBOARD_PORT:-8788}/health" ;;
     notebook)  url="http://127.0.0.1:${JUPYTER_PORT:-8888}/api" ;;
-    *) echo "health: unknown role ${CLUSTERCTL_ROLE}" >&2; exit 1 ;;
+    *) echo "health: unknown role $running" >&2; exit 1 ;;
   esac
   exec python -c "import sys, urllib.request as u; sys.exit(0 if u.urlopen(sys.argv[1], timeout=3).status == 200 else 1)" "$url"
 fi
+
+# dask-docker's images also install conda and apt packages at start; these have neither
+# conda nor root, so rather than run without the packages asked for, they stop. Only the
+# variable's name is printed, never its value (a channel URL can carry a password).
+refused=""
+for name in EXTRA_CONDA_PACKAGES EXTRA_APT_PACKAGES; do
+  eval "value=\${$name:-}"
+  case "$value" in
+    *[![:space:]]*) ;;
+    *) continue ;;
+  esac
+  refused=1
+  if [ "$name" = EXTRA_CONDA_PACKAGES ]; then
+    echo "EXTRA_CONDA_PACKAGES is set, but clusterctl's images have no conda: their locked" \
+      "Python environment is installed with pip. Use EXTRA_PIP_PACKAGES instead (with" \
+      "EXTRA_PIP_FIND_LINKS for a mounted wheelhouse), or build the packages into the" \
+      "images: clusterctl image build --extra PACKAGE, or --sync for the whole Python" \
+      "environment of the client" >&2
+  else
+    echo "EXTRA_APT_PACKAGES is set, but clusterctl's images run as a non-root user and" \
+      "install no system packages at start. Build them into the images instead, from a" \
+      "base image that has them: clusterctl image build --base IMAGE (e.g. one FROM" \
+      "python:X.Y.Z-slim with your apt-get install)" >&2
+  fi
+  echo "$name: stopping (exit status 3); unset it, or leave it empty, to start without it" >&2
+done
+unset value
+[ -z "$refused" ] || exit 3
 
 if [ -n "${EXTRA_PIP_PACKAGES:-}" ]; then
   # Its value is never printed: an index URL in it may carry a password. It is split into
@@ -57,17 +113,22 @@ case "$role" in
   scheduler)
     exec dask scheduler --dashboard-address ":${DASK_DASHBOARD_PORT:-8787}" "$@" ;;
   worker)
-    address=${DASK_SCHEDULER_ADDRESS:-tcp://scheduler:8786}
-    case "${1:-}" in tcp://*|tls://*) address=$1; shift ;; esac
+    # The scheduler: an address among the arguments (anywhere, with or without tcp://, as
+    # `dask worker` takes it), else DASK_SCHEDULER_ADDRESS, which Dask reads itself (so a
+    # value in quotes, as dask-docker's Compose file writes it, works), else the service
+    # `scheduler`. --scheduler-file wins over both, as in `dask worker`.
+    export DASK_SCHEDULER_ADDRESS="${DASK_SCHEDULER_ADDRESS:-tcp://scheduler:8786}"
     # Sized from the container's limits unless told otherwise: threads from the CPU
     # limit, memory all of the container's (1.0 = the whole cgroup memory limit, which Dask
-    # reads; its "auto" would give a worker only threads/host-cores of it).
+    # reads; its "auto" would give a worker only threads/host-cores of it). With several
+    # worker processes (--nworkers, or the old --nprocs), Dask's own sizing splits the
+    # container between them; ours would give each one all of it.
     case " $* " in
-      *" --nthreads"*) ;;
+      *" --nthreads"*|*" --nworkers"*|*" --nprocs"*) ;;
       *) threads=$(cpu_limit); [ -n "$threads" ] && set -- --nthreads "$threads" "$@" ;;
     esac
     case " $* " in
-      *" --memory-limit"*) ;;
+      *" --memory-limit"*|*" --nworkers"*|*" --nprocs"*) ;;
       *) set -- --memory-limit 1.0 "$@" ;;
     esac
     # Named after the container's hostname unless told otherwise: the one name a replica
@@ -83,7 +144,7 @@ case "$role" in
       *" --dashboard "*|*" --no-dashboard "*) ;;
       *) set -- --no-dashboard "$@" ;;
     esac
-    exec dask worker "$address" --dashboard-address ":${DASK_WORKER_DASHBOARD_PORT:-8788}" "$@" ;;
+    exec dask worker --dashboard-address ":${DASK_WORKER_DASHBOARD_PORT:-8788}" "$@" ;;
   notebook)
     if [ -n "${CLUSTERCTL_DASHBOARD_URL:-}" ]; then
       # dask-labextension's sidebar shows this cluster's dashboard panes (and no launcher
@@ -92,8 +153,12 @@ case "$role" in
       printf '{"dask-labextension:plugin": {"defaultURL": "%s", "hideClusterManager": true}}\n' \
         "$CLUSTERCTL_DASHBOARD_URL" > /opt/venv/share/jupyter/lab/settings/overrides.json
     fi
+    # JUPYTERLAB_ARGS: more options, split into words with globbing off, as dask-docker's
+    # notebook image takes them.
+    set -f
+    # shellcheck disable=SC2086
     exec jupyter lab --ip=0.0.0.0 --port="${JUPYTER_PORT:-8888}" --no-browser \
-      --ServerApp.root_dir=/home/dask "$@" ;;
+      --ServerApp.root_dir=/home/dask "$@" ${JUPYTERLAB_ARGS:-} ;;
   *)
     exec "$role" "$@" ;;
 esac
