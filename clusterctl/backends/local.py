@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from clusterctl import processes, state, waiting
+from clusterctl import graphcheck, processes, state, waiting
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.processes import ProcessRecord
@@ -90,7 +90,8 @@ class LocalBackend(Backend):
         args = ["-m", "distributed.cli.dask_scheduler", "--host", sched.host,
                 "--port", str(sched.port),
                 "--dashboard-address", f"{sched.host}:{sched.dashboard_port}",
-                "--scheduler-file", str(scheduler_file)]  # fmt: skip
+                "--scheduler-file", str(scheduler_file),
+                *graphcheck.scheduler_args()]  # fmt: skip
         if self.spec.security.tls:
             args += ["--protocol", "tls", *self._tls_args()]
         record = self._spawn(SCHEDULER, args, group=None, env=os.environ)
