@@ -7,12 +7,13 @@ that ``clusterctl --help`` stays instant.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import click
 
 from clusterctl import __version__
-from clusterctl.errors import ClusterctlError
+from clusterctl.errors import ClusterctlError, EnvironmentMismatchWarning
 
 NAME_HELP = "Cluster name (default: clusterctl.name in dask.config, normally 'default')."
 MAX_WORKERS = 1000  # the spec's own limit (clusterctl.spec.MAX_WORKERS), kept import-free
@@ -391,11 +392,12 @@ def image_base(release: str, mirror: str | None) -> None:
 )
 def image_build(base: str | None, extra: tuple[str, ...], fresh: bool, sync: bool) -> None:
     """Build the three images, locked to the versions of this Python environment."""
-    from clusterctl.images import build_images
+    from clusterctl.images import build_images, image_sizes_mb
 
     built = build_images(base, extra, fresh, sync, progress=_progress_line)
+    sizes = image_sizes_mb(built.values())
     for role, name in built.items():
-        click.echo(f"{role:10} {name}")
+        click.echo(f"{role:10} {name}  {sizes[name]} MB")
 
 
 @image.command(name="save")
@@ -497,6 +499,8 @@ def _print_status(report: dict[str, Any]) -> None:
         )
         if report["version_mismatch"]:
             console.print(f"[red]{report['version_mismatch']}[/]", highlight=False)
+        if report.get("environment_mismatch"):
+            console.print(f"[yellow]{report['environment_mismatch']}[/]", highlight=False)
     if report.get("adaptive"):
         a = report["adaptive"]
         console.print(f"adaptive   {a['minimum']} to {a['maximum']} workers")
@@ -529,4 +533,6 @@ def _print_status(report: dict[str, Any]) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # Commands submit no tasks: what a cluster lacks is shown by `status`, not warned about.
+    warnings.filterwarnings("ignore", category=EnvironmentMismatchWarning)
     cli()

@@ -77,6 +77,8 @@ class Cluster(DaskCluster):
         self._workers: set[str] = set()
         self._dashboard: str | None = None  # host:port, where the backend publishes it
         self._lost_since: dict[str, float] = {}  # registered once, then no longer: since when
+        # What this client has that the cluster lacks, as found on connecting ("" if none).
+        self.environment_mismatch = ""
         self.security = client_security(spec.name, spec.security.tls)
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=spec.name)
         if not self.asynchronous:
@@ -141,8 +143,9 @@ class Cluster(DaskCluster):
         await self._refresh()
         if mismatch := await self._version_mismatch():
             warnings.warn(mismatch, VersionMismatchWarning, stacklevel=2)
-        if missing := await self._environment_mismatch():
-            warnings.warn(missing, EnvironmentMismatchWarning, stacklevel=2)
+        self.environment_mismatch = await self._environment_mismatch()
+        if self.environment_mismatch:
+            warnings.warn(self.environment_mismatch, EnvironmentMismatchWarning, stacklevel=2)
 
     def _claim(self) -> None:
         """Refuse a name in use; take over one whose cluster stopped entirely (its processes
@@ -490,7 +493,8 @@ class Cluster(DaskCluster):
         for address, answer in answers.items():
             if isinstance(answer, dict) and answer.get("status") == "OK":
                 sides[address] = answer["result"]
-        client = {n: v for n, v in environment.installed().items() if n != "clusterctl"}
+        client = environment.installed()
+        client = {n: v for n, v in client.items() if n not in environment.NOT_COMPARED}
         if not sides or not (text := environment.differences(client, sides)):
             return ""
         return (
@@ -534,6 +538,7 @@ class Cluster(DaskCluster):
             "workers": workers,
             "versions": {k: versions.get(k) for k in ("python", "dask", "distributed")},
             "version_mismatch": await self._version_mismatch(),
+            "environment_mismatch": self.environment_mismatch,
             "adaptive": await asyncio.to_thread(supervisor.adapt_settings, self.name),
             "supervised": await asyncio.to_thread(supervisor.running, self.name),
         }

@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlparse
 
 # Shown by name in a warning; the rest are counted.
 SHOWN = 12
+# Not compared: the images run pip from its wheel, outside their environment.
+NOT_COMPARED = frozenset({"pip"})
 
 
 def normal(name: str) -> str:

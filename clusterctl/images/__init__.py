@@ -166,6 +166,12 @@ def docker_client() -> Any:
     return client
 
 
+def image_sizes_mb(names: Iterable[str]) -> dict[str, int]:
+    """Each image's size in MB (10^6 bytes), as ``docker images`` shows it."""
+    client = docker_client()
+    return {name: round(client.images.get(name).attrs["Size"] / 1e6) for name in names}
+
+
 def image_exists(client: Any, name: str) -> bool:
     import docker.errors
 
@@ -378,6 +384,8 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
             # fresh: the first target rebuilds the shared stages; the others reuse them
             _build(client, wheelhouse, progress, dockerfile="Dockerfile.runtime", target=role,
                    tag=name, buildargs=buildargs, pull=False, nocache=fresh and i == 0)  # fmt: skip
+    if unavailable := _lines(_wheelhouse_dir(lock) / "unavailable.txt"):
+        progress(f"not in the images, no wheel to be had for: {', '.join(unavailable)}")
     names = {role: image_name(role, lock.tag) for role in ROLES}
 
     def build_role(role: str) -> None:
@@ -400,7 +408,7 @@ def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print
     synced lock, packages installed from a local folder are built into wheels here, and
     those no wheel can be had for are left out and listed in ``unavailable.txt``.
     """
-    folder = _cache_dir() / f"wheelhouse-{'sync-' if lock.synced else ''}{lock.digest}"
+    folder = _wheelhouse_dir(lock)
     if (folder / "lock.txt").exists() and not fresh:
         progress(f"wheelhouse {folder} (cached)")
     else:
@@ -417,9 +425,12 @@ def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print
         else:
             core = lock.core_requirements()
         (folder / "core.txt").write_text("\n".join(core) + "\n")
-        progress(f"pip wheel: {len(core)} packages + notebook, with their dependencies")
-        _pip_wheel(wheels, "-c", str(folder / "constraints.txt"), "-r", str(folder / "core.txt"),
-                   "-r", str(folder / "notebook.txt"), progress=progress)  # fmt: skip
+        # A synced lock's wheels are all there by now; the rest come with their dependencies.
+        wanted = ["notebook.txt"] if lock.synced else ["core.txt", "notebook.txt"]
+        progress(f"pip wheel: {' and '.join(wanted)}, with their dependencies")
+        requirements = [arg for name in wanted for arg in ("-r", str(folder / name))]
+        _pip_wheel(wheels, "--find-links", str(wheels), "-c", str(folder / "constraints.txt"),
+                   *requirements, progress=progress)  # fmt: skip
         if not list(wheels.glob("pip-*.whl")):  # pip wheel leaves pip out when it is installed
             _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest",
                   str(wheels), f"pip=={lock.notebook['pip']}"], progress)  # fmt: skip
@@ -428,11 +439,13 @@ def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print
             whl.rename(folder / whl.name)
         wheels.rmdir()
         (folder / "lock.txt").write_text("\n".join(pins) + "\n")
-    if unavailable := _lines(folder / "unavailable.txt"):
-        progress(f"not in the images, no wheel to be had for: {', '.join(unavailable)}")
     shutil.copy2(IMAGES_DIR / "Dockerfile.runtime", folder / "Dockerfile.runtime")
     shutil.copy2(IMAGES_DIR / "trim.py", folder / "trim.py")
     return folder
+
+
+def _wheelhouse_dir(lock: Lock) -> Path:
+    return _cache_dir() / f"wheelhouse-{'sync-' if lock.synced else ''}{lock.digest}"
 
 
 def _sync_wheels(lock: Lock, wheels: Path, progress: Progress) -> list[str]:
