@@ -245,3 +245,18 @@ def run_cli(
             f"{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def wait_healthy(container, timeout: float = 90) -> None:
+    """Until the container's HEALTHCHECK says healthy; its log's tail if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        health = container.attrs["State"].get("Health", {}).get("Status")
+        if health == "healthy":
+            return
+        if container.status == "exited":
+            break
+        time.sleep(0.5)
+    logs = container.logs().decode(errors="replace")[-2000:]
+    raise AssertionError(f"{container.name} is {container.status}/{health}:\n{logs}")

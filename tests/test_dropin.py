@@ -15,6 +15,7 @@ import pytest
 from distributed import Client
 
 from clusterctl.backends.compose import compose_command
+from tests.conftest import wait_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 LABELS = {"io.clusterctl.cluster": "test-dropin"}
@@ -76,20 +77,6 @@ def run_once(engine, image: str, command: list[str] | None, **kwargs) -> tuple[i
         return status, container.logs().decode(errors="replace")
     finally:
         container.remove(force=True)
-
-
-def wait_healthy(container, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        container.reload()
-        health = container.attrs["State"].get("Health", {}).get("Status")
-        if health == "healthy":
-            return
-        if container.status == "exited":
-            break
-        time.sleep(0.5)
-    logs = container.logs().decode(errors="replace")[-2000:]
-    raise AssertionError(f"{container.name} is {container.status}/{health}:\n{logs}")
 
 
 def http_get(url: str, timeout: float = 90) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import warnings
@@ -28,7 +27,7 @@ from clusterctl.images import (
     save_images,
 )
 from clusterctl.spec import load_spec
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_cli, wait_healthy
 
 # The first test builds the images (minutes): a timeout to match.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -50,20 +49,6 @@ def run(docker_engine, image: str, network: str, **kwargs):
     return docker_engine.containers.run(
         image, detach=True, network=network, labels=LABELS, **kwargs
     )
-
-
-def wait_healthy(container, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        container.reload()
-        health = container.attrs["State"].get("Health", {}).get("Status")
-        if health == "healthy":
-            return
-        if container.status == "exited":
-            break
-        time.sleep(0.5)
-    logs = container.logs().decode(errors="replace")[-2000:]
-    raise AssertionError(f"{container.name} is {container.status}/{health}:\n{logs}")
 
 
 def test_images_carry_the_lock_of_this_client(images, docker_engine):
