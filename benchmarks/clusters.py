@@ -42,8 +42,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     repeats = 1 if quick else 3
     tasks = 2_000 if quick else 20_000
     megabytes = 50 if quick else 200
+    side = 2000 if quick else 4000  # of the reduction's square array
     results: dict[str, Any] = {"repeats": repeats, "tasks": tasks, "transfer_mb": megabytes,
-                               "sizes": sizes, "scale_to": scale_to,
+                               "reduction_side": side, "sizes": sizes, "scale_to": scale_to,
                                "profile_workers": PROFILE_WORKERS}  # fmt: skip
     with contextlib.ExitStack() as stack:
         backends = available_backends(stack)
@@ -60,7 +61,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             with cluster(backend, 2) as client:
                 client.submit(int, 1).result()  # warm connections
                 figures["tasks_per_s"] = measure(repeats, lambda: throughput(client, tasks))
-                figures["array_reduction_s"] = measure(repeats, lambda: reduction(client))
+                figures["array_reduction_s"] = measure(repeats, lambda: reduction(client, side))
                 figures["transfer_mb_per_s"] = measure(repeats, lambda: transfer(client, megabytes))
                 if backend != BASELINE:
                     status = lambda b=backend: timed_command("status", "--name", f"bench-{b}")  # noqa: E731
@@ -174,10 +175,10 @@ def throughput(client: Client, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def reduction(client: Client) -> float:
+def reduction(client: Client, side: int) -> float:
     import dask.array as da
 
-    x = da.random.default_rng(0).random((4000, 4000), chunks=(500, 500))
+    x = da.random.default_rng(0).random((side, side), chunks=(500, 500))
     start = time.perf_counter()
     client.compute((x @ x.T).sum()).result()
     return time.perf_counter() - start
