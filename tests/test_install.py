@@ -43,9 +43,12 @@ class Venv:
         """A command of the virtualenv's bin folder, run there."""
         result = subprocess.run(
             [str(self.folder / "venv" / "bin" / args[0]), *args[1:]],
-            capture_output=True, text=True, timeout=timeout, cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.folder,
             env={**os.environ, "VIRTUAL_ENV": str(self.folder / "venv")},
-        )  # fmt: skip
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
@@ -60,18 +63,34 @@ def venv(tmp_path_factory, images, docker_engine):
     ``:latest`` points at the session's images again."""
     folder = tmp_path_factory.mktemp("install")
     source = folder / "source"  # a copy: building a wheel writes build/ into its source
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", "__pycache__", "*.egg-info", "build", "dist", ".venv", ".*_cache"))  # fmt: skip
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", "__pycache__", "*.egg-info", "build", "dist", ".venv", ".*_cache"
+        ),
+    )
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(folder / "dist"),
-                    str(source)], check=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(folder / "dist"), str(source)],
+        check=True,
+        timeout=600,
+    )
     (wheel,) = (folder / "dist").glob("clusterctl-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True)
     pins = [f"{n}=={v}" for n, v in environment.installed().items() if n != "clusterctl"]
     (folder / "constraints.txt").write_text("\n".join(pins) + "\n")
     env = Venv(folder)
-    env.run("pip", "install", "--quiet", "--disable-pip-version-check", f"{wheel}[docker]",
-            "scikit-learn", "-c", str(folder / "constraints.txt"))  # fmt: skip
+    env.run(
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        f"{wheel}[docker]",
+        "scikit-learn",
+        "-c",
+        str(folder / "constraints.txt"),
+    )
     # Two packages installed from folders: one still there, one whose folder is gone.
     for name in ("localpkg", "gonepkg"):
         package = folder / name
@@ -92,14 +111,18 @@ def venv(tmp_path_factory, images, docker_engine):
 def test_the_wheel_carries_what_render_and_image_build_read(venv):
     where = venv.run("python", "-c", "import clusterctl; print(clusterctl.__file__)").stdout
     assert where.startswith(str(venv.folder / "venv")), where  # the wheel, not the checkout
-    listing = venv.run("python", "-c", textwrap.dedent("""
+    listing = venv.run(
+        "python",
+        "-c",
+        textwrap.dedent("""
         from importlib.resources import files
         package = files("clusterctl")
         for name in ("Dockerfile", "Dockerfile.runtime", "entrypoint.sh", "trim.py", "dask.yaml"):
             print("images/" + name, (package / "images" / name).is_file())
         print("notebooks", len([p for p in (package / "notebooks").iterdir()
                                 if p.name.endswith(".ipynb")]))
-    """)).stdout  # fmt: skip
+    """),
+    ).stdout
     assert "False" not in listing, listing
     shipped = len(list((ROOT / "clusterctl" / "notebooks").glob("*.ipynb")))
     assert f"notebooks {shipped}\n" in listing
@@ -117,9 +140,11 @@ def test_image_build_from_a_wheel_install(venv, docker_engine):
     built = venv.run("clusterctl", "image", "build", "--base", "debian").stdout
     names = {r: n for r, n, *_ in map(str.split, built.splitlines()) if r in ROLES}
     assert sorted(names) == sorted(ROLES), built
-    probe = ("import clusterctl, importlib.metadata as m, pathlib; "
-             "print(m.version('clusterctl'), clusterctl.__file__, "
-             "len(list(pathlib.Path('/home/dask/notebooks').glob('*.ipynb'))))")  # fmt: skip
+    probe = (
+        "import clusterctl, importlib.metadata as m, pathlib; "
+        "print(m.version('clusterctl'), clusterctl.__file__, "
+        "len(list(pathlib.Path('/home/dask/notebooks').glob('*.ipynb'))))"
+    )
     out = docker_engine.containers.run(
         names["notebook"], ["python", "-c", probe], remove=True
     ).decode()
@@ -190,8 +215,11 @@ def test_a_synced_environment_runs_scikit_learn_on_a_docker_cluster(venv, docker
             warnings.simplefilter("always")
             Cluster.from_name("s1").close()
         (mismatch,) = [w for w in caught if w.category is EnvironmentMismatchWarning]
-        theirs = venv.run("python", "-c", "from clusterctl.environment import installed; "
-                          "print(' '.join(installed()))").stdout.split()  # fmt: skip
+        theirs = venv.run(
+            "python",
+            "-c",
+            "from clusterctl.environment import installed; print(' '.join(installed()))",
+        ).stdout.split()
         lacking = sorted(set(environment.installed()) - set(theirs) - environment.NOT_COMPARED)
         text = str(mismatch.message)
         assert f"missing there: {lacking[0]} " in text, text

@@ -429,8 +429,15 @@ def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print
         wanted = ["notebook.txt"] if lock.synced else ["core.txt", "notebook.txt"]
         progress(f"pip wheel: {' and '.join(wanted)}, with their dependencies")
         requirements = [arg for name in wanted for arg in ("-r", str(folder / name))]
-        _pip_wheel(wheels, "--find-links", str(wheels), "-c", str(folder / "constraints.txt"),
-                   *requirements, progress=progress)  # fmt: skip
+        _pip_wheel(
+            wheels,
+            "--find-links",
+            str(wheels),
+            "-c",
+            str(folder / "constraints.txt"),
+            *requirements,
+            progress=progress,
+        )
         if not list(wheels.glob("pip-*.whl")):  # pip wheel leaves pip out when it is installed
             _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest",
                   str(wheels), f"pip=={lock.notebook['pip']}"], progress)  # fmt: skip
@@ -493,8 +500,17 @@ def _sync_wheels(lock: Lock, wheels: Path, progress: Progress) -> list[str]:
 def _pip_wheel(wheels: Path, *args: str, progress: Progress) -> None:
     """``pip wheel`` into ``wheels``: offline with the build tools installed here if that
     works, else in pip's isolated build environment."""
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-               "--wheel-dir", str(wheels), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--wheel-dir",
+        str(wheels),
+        *args,
+    ]
     try:
         _run([*command, "--no-build-isolation"], progress)
     except ClusterctlError:
@@ -568,9 +584,10 @@ def package_files(package: Path) -> list[Path]:
     found = [
         p
         for p in package.rglob("*")
-        if not any(part.startswith(".") or part == "__pycache__"
-                   for part in p.relative_to(package).parts)
-    ]  # fmt: skip
+        if not any(
+            part.startswith(".") or part == "__pycache__" for part in p.relative_to(package).parts
+        )
+    ]
     try:
         listed = subprocess.run(
             ["git", "-C", str(package), "ls-files", "-z"],  # paths relative to package
