@@ -319,6 +319,8 @@ class Cluster(DaskCluster):
 
     async def _stop_workers(self, names: list[str]) -> None:
         await asyncio.to_thread(self.backend.stop_workers, names)
+        for name in names:  # a replacement may get the same name: it starts unwatched
+            self._lost_since.pop(name, None)
         await self._refresh()
 
     async def _scale_down(
@@ -356,7 +358,7 @@ class Cluster(DaskCluster):
                         self._lost_since[m.name] = now
                 if lost:
                     logger.info("Replacing workers that died or were cut off: %s", lost)
-                    await asyncio.to_thread(self.backend.stop_workers, lost)
+                    await self._stop_workers(lost)
                 missing = counts.get(group.name, group.count) - (len(mine) - len(lost))
                 if missing > 0:
                     await asyncio.to_thread(self.backend.start_workers, group, missing)
@@ -564,13 +566,26 @@ class GroupAdaptive(Adaptive):
             if m.role == "worker" and m.group == self.group and m.running
         }
 
+    async def safe_target(self) -> int:
+        """The cluster-wide target, with this group's share of it held within ``minimum``
+        and ``maximum``: they bound the group (as ``clusterctl adapt --group`` gives them),
+        and the other groups keep their size."""
+        mine = await asyncio.to_thread(self._group_workers)
+        others = len(self.cluster.workers - mine)
+        share = min(max(await self.target() - others, self.minimum), self.maximum)
+        return others + share
+
     async def recommendations(self, target: int) -> dict:
         await self.cluster._refresh()
         return await super().recommendations(target)
 
     async def workers_to_close(self, target: int) -> list[str]:
+        """Of this group's workers, as many as bring the cluster to ``target``: those the
+        scheduler would rather lose."""
         mine = await asyncio.to_thread(self._group_workers)
-        return [w for w in await super().workers_to_close(target) if w in mine]
+        others = len(self.cluster.workers - mine)
+        excess = len(mine) - (target - others)
+        return await self.cluster._choose_workers_to_close(sorted(mine), max(excess, 0))
 
     async def scale_down(self, workers: list[str]) -> None:
         # Retired and removed under the cluster's lock, so the supervisor never takes a
