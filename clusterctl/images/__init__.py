@@ -72,7 +72,7 @@ class Lock:
         """The default lock (what Dask compares, and what tasks commonly need), or with
         ``sync`` this whole environment but clusterctl itself, which images add apart."""
         if sync:
-            packages = {n: v for n, v in environment.installed().items() if n != "clusterctl"}
+            packages = _host_packages()
         else:
             packages = {p: v for p in LOCKED_PACKAGES if (v := _installed(p))}
         return cls(
@@ -415,7 +415,8 @@ def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print
         shutil.rmtree(folder, ignore_errors=True)
         wheels = folder / "wheels"
         wheels.mkdir(parents=True)
-        (folder / "constraints.txt").write_text("\n".join(_host_pins()) + "\n")
+        pins = sorted(f"{n}=={v}" for n, v in _host_packages().items())
+        (folder / "constraints.txt").write_text("\n".join(pins) + "\n")
         (folder / "notebook.txt").write_text("\n".join(lock.notebook_requirements()) + "\n")
         if lock.synced:
             core = _sync_wheels(lock, wheels, progress)
@@ -608,14 +609,9 @@ def _source() -> str:
     return result.stdout.strip() if result.returncode == 0 else str(PACKAGE_DIR)
 
 
-def _host_pins() -> list[str]:
-    """``name==version`` of every distribution installed here (not clusterctl itself)."""
-    pins = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name and _normal(name) != "clusterctl":
-            pins[_normal(name)] = f"{name}=={dist.version}"
-    return sorted(pins.values())
+def _host_packages() -> dict[str, str]:
+    """Every distribution installed here but clusterctl itself, which images add apart."""
+    return {n: v for n, v in environment.installed().items() if n != "clusterctl"}
 
 
 def _pin_of_wheel(filename: str) -> str:
@@ -628,10 +624,6 @@ def _installed(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _cache_dir() -> Path:
