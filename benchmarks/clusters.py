@@ -107,7 +107,8 @@ def available_backends(stack: contextlib.ExitStack) -> list[str]:
 
         engine = docker.from_env()
         engine.ping()
-        from clusterctl.images import default_image, image_exists
+        from clusterctl.engine import image_exists
+        from clusterctl.images import default_image
 
         if not image_exists(engine, default_image("worker")):
             raise RuntimeError(f"no image {default_image('worker')}: clusterctl image build")
@@ -116,7 +117,7 @@ def available_backends(stack: contextlib.ExitStack) -> list[str]:
 
         compose_command()
         backends.append("compose")
-        from clusterctl.backends.swarm import single_node_swarm
+        from tests.swarm_node import single_node_swarm
 
         stack.enter_context(single_node_swarm(engine))
         backends.append("swarm")
@@ -226,7 +227,7 @@ def startup_profile(backend: str, n: int) -> dict[str, float]:
                 "cpu_here_s": round(spent - before, 2)}  # fmt: skip
     import docker
 
-    from clusterctl.backends.docker import CLUSTER
+    from clusterctl.labels import CLUSTER
 
     engine = docker.from_env()
     with cluster(backend, n):
@@ -270,7 +271,7 @@ def cpu_seconds(process: Any) -> float:
 
 def container_marks(container: Any) -> dict[str, Any]:
     """A container's role, and when it was created, started and logged each LOG_MARKS line."""
-    from clusterctl.backends.docker import ROLE
+    from clusterctl.labels import ROLE
 
     state = container.attrs
     marks: dict[str, Any] = {"role": container.labels.get(ROLE),

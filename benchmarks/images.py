@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from clusterctl import images
+from clusterctl import engine, images
 
 MB = 1_000_000  # docker's own unit when it prints image sizes
 TARGETS_MB = {"scheduler": 400, "worker": 400, "notebook": 900}
@@ -20,7 +20,7 @@ MARKER = Path(images.__file__).with_name("_benchmark_marker.py")
 
 def run(quick: bool, log: Any = print) -> dict[str, Any]:
     """Measure; quick mode skips the cold build (it takes minutes) and reuses images."""
-    client = images.docker_client()
+    client = engine.docker_client()
     result: dict[str, Any] = {}
     silent = lambda line: None  # noqa: E731
     if quick:

@@ -340,17 +340,17 @@ def render(
         raise UserInputError(f"--operator: only with --backend kubernetes, not {backend}")
     spec = build_spec(spec_file, backend=backend, workers=workers, notebook=notebook, tls=False)
     if backend == "kubernetes":
-        from clusterctl.backends.kubernetes import render_text as render_kubernetes
+        from clusterctl.render import kubernetes
 
-        click.echo(render_kubernetes(spec, operator=operator), nl=False)
+        click.echo(kubernetes.render_text(spec, operator=operator), nl=False)
     elif backend == "swarm":
-        from clusterctl.backends.swarm import render_text as render_stack
+        from clusterctl.render import stack
 
-        click.echo(render_stack(spec), nl=False)
+        click.echo(stack.render_text(spec), nl=False)
     else:
-        from clusterctl.backends.compose import render_text
+        from clusterctl.render import compose
 
-        click.echo(render_text(spec), nl=False)
+        click.echo(compose.render_text(spec), nl=False)
 
 
 @cli.group()

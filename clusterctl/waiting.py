@@ -60,3 +60,14 @@ def _timeout(what: str, timeout: float, detail: Callable[[], str] | None) -> Wai
     message = f"{what}: not within {timeout:g} s"
     extra = detail() if detail else ""
     return WaitTimeout(f"{message}\n{extra}" if extra else message)
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False

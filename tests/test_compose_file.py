@@ -14,7 +14,8 @@ import pytest
 import yaml
 from distributed import Client
 
-from clusterctl.backends.compose import compose_command, render
+from clusterctl.backends.compose import compose_command
+from clusterctl.render.compose import render
 from clusterctl.spec import ClusterSpec, load_spec
 from tests.conftest import free_port, run_cli
 
@@ -25,8 +26,7 @@ PROJECT = "clusterctl-standalone-test"
 def test_the_top_level_file_is_the_rendered_default():
     rendered = run_cli("render", "--backend", "compose").stdout
     assert (ROOT / "docker-compose.yml").read_text() == rendered, (
-        "docker-compose.yml is stale: run `clusterctl render --backend compose > "
-        "docker-compose.yml`"
+        "docker-compose.yml is stale: run scripts/render-deploy"
     )
 
 

@@ -359,10 +359,10 @@ def test_a_healthy_container_whose_port_does_not_answer_fails_up_within_its_time
     """The engine can't easily be made to publish a port that doesn't reach the container,
     so the probe from this machine is made to fail; the container itself is real and gets
     healthy."""
-    from clusterctl.backends import docker as docker_backend
+    from clusterctl import waiting
     from clusterctl.waiting import WaitTimeout
 
-    monkeypatch.setattr(docker_backend, "answers", lambda url: False)
+    monkeypatch.setattr(waiting, "answers", lambda url: False)
     spec = tmp_path / "c.yaml"
     spec.write_text("backend: docker\nstart-timeout: 15\nscheduler: {port: 0, dashboard-port: 0}\n")
     started = time.monotonic()

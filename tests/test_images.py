@@ -15,17 +15,17 @@ import pytest
 from distributed import Client
 from distributed.versions import VersionMismatchWarning
 
-from clusterctl.backends.kubernetes import render_operator
+from clusterctl.engine import image_exists
 from clusterctl.images import (
     ROLES,
     Lock,
     check_mirror,
     check_release,
-    image_exists,
     load_images,
     package_files,
     save_images,
 )
+from clusterctl.render.kubernetes import render_operator
 from clusterctl.spec import load_spec
 from tests.conftest import free_port, run_cli, wait_healthy
 

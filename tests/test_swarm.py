@@ -21,8 +21,8 @@ from distributed import Client, wait
 import clusterctl
 from clusterctl import state
 from clusterctl.backends.base import port_is_free
-from clusterctl.backends.swarm import single_node_swarm
 from tests.conftest import assert_client_refused, free_port, run_cli
+from tests.swarm_node import single_node_swarm
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -169,8 +169,7 @@ def test_services_are_unprivileged_and_secrets_stay_out_of_inspect(swarm, docker
 def test_the_stack_file_is_the_rendered_default():
     rendered = run_cli("render", "--backend", "swarm").stdout
     assert (ROOT / "deploy/swarm/stack.yml").read_text() == rendered, (
-        "deploy/swarm/stack.yml is stale: run "
-        "`clusterctl render --backend swarm > deploy/swarm/stack.yml`"
+        "deploy/swarm/stack.yml is stale: run scripts/render-deploy"
     )
 
 

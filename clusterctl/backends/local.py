@@ -21,13 +21,13 @@ import secrets
 import socket
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from clusterctl import graphcheck, processes, state, waiting
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
+from clusterctl.launch import tls_args, worker_args
 from clusterctl.processes import ProcessRecord
 from clusterctl.security import tls_files
 from clusterctl.spec import BACKENDS, ClusterSpec, WorkerGroup, is_cluster_name
@@ -124,7 +124,9 @@ class LocalBackend(Backend):
         if os.geteuid() == 0:
             args.append("--allow-root")
         record = self._spawn(NOTEBOOK, args, group=None, env=env)
-        self._wait_until(NOTEBOOK, record, lambda: _http_answers(host, port, "/api"))
+        self._wait_until(
+            NOTEBOOK, record, lambda: waiting.answers(f"http://{_url_host(host)}:{port}/api")
+        )
 
     def notebook_url(self) -> str | None:
         data = state.read_json(self.dir / "notebook.json")
@@ -172,15 +174,10 @@ class LocalBackend(Backend):
         env = {**os.environ, **group.env}
         for name in names:
             args = ["-m", "distributed.cli.dask_worker", address, "--name", name,
-                    "--nthreads", str(group.threads), "--nworkers", "1",
-                    "--memory-limit", str(group.memory_limit),
-                    "--death-timeout", f"{group.death_timeout:g}", "--no-dashboard",
-                    "--local-directory", str(self.dir / "work"),
-                    *self._tls_args()]  # fmt: skip
+                    *worker_args(group), "--nworkers", "1", "--no-dashboard",
+                    "--local-directory", str(self.dir / "work"), *self._tls_args()]  # fmt: skip
             if host not in ("0.0.0.0", "::"):
                 args += ["--host", host]
-            if group.resources:
-                args += ["--resources", " ".join(f"{k}={v:g}" for k, v in group.resources.items())]
             self._spawn(name, args, group=group.name, env=env)
         return names
 
@@ -238,11 +235,7 @@ class LocalBackend(Backend):
     # --- helpers --------------------------------------------------------------------------
 
     def _tls_args(self) -> list[str]:
-        if not self.spec.security.tls:
-            return []
-        files = tls_files(self.spec.name)
-        return ["--tls-ca-file", str(files.ca), "--tls-cert", str(files.cert),
-                "--tls-key", str(files.key)]  # fmt: skip
+        return tls_args(self.spec, folder=str(tls_files(self.spec.name).ca.parent))
 
     def _spawn(
         self, name: str, args: list[str], group: str | None, env: Mapping[str, str]
@@ -320,11 +313,3 @@ def free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def _http_answers(host: str, port: int, path: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{_url_host(host)}:{port}{path}", timeout=2):
-            return True
-    except OSError:
-        return False

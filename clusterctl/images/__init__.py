@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from clusterctl import __version__, environment
+from clusterctl import __version__, engine, environment
 from clusterctl.errors import ClusterctlError, UserInputError
 
 ROLES = ("scheduler", "worker", "notebook")
@@ -117,20 +117,20 @@ def image_name(role: str, tag: str) -> str:
     return f"clusterctl-{role}:{tag}"
 
 
-def default_tag(engine: Any = None) -> str:
+def default_tag(client: Any = None) -> str:
     """The tag of the images that match this client, which the container backends run: the
-    synced ones (``image build --sync`` of this very environment) if ``engine`` has them,
-    else the locked ones."""
-    if engine is not None:
+    synced ones (``image build --sync`` of this very environment) if the engine of
+    ``client`` has them, else the locked ones."""
+    if client is not None:
         synced = _synced_tag()
-        if all(image_exists(engine, image_name(role, synced)) for role in ROLES):
+        if all(engine.image_exists(client, image_name(role, synced)) for role in ROLES):
             return synced
     return Lock.of_this_client().tag
 
 
-def default_image(role: str, engine: Any = None) -> str:
+def default_image(role: str, client: Any = None) -> str:
     """The image of ``role`` that matches this client (see :func:`default_tag`)."""
-    return image_name(role, default_tag(engine))
+    return image_name(role, default_tag(client))
 
 
 @functools.cache
@@ -143,43 +143,10 @@ def base_name(release: str = "bookworm") -> str:
     return f"clusterctl-base:{release}-py{platform.python_version()}"
 
 
-# --- the engine -----------------------------------------------------------------------------
-
-
-def docker_client() -> Any:
-    """A docker SDK client for DOCKER_HOST (or the local engine), checked to answer."""
-    try:
-        import docker
-    except ImportError:
-        raise UserInputError(
-            "the docker SDK is not installed: pip install 'clusterctl[docker]'"
-        ) from None
-    host = os.environ.get("DOCKER_HOST", "the local Docker socket")
-    try:
-        client = docker.from_env(use_ssh_client=host.startswith("ssh://"), timeout=600)
-        client.ping()
-    except Exception as exc:
-        raise UserInputError(
-            f"cannot reach a Docker Engine at {host}: {exc}. Is it running, and may you use "
-            "it? (DOCKER_HOST selects another engine)"
-        ) from None
-    return client
-
-
 def image_sizes_mb(names: Iterable[str]) -> dict[str, int]:
     """Each image's size in MB (10^6 bytes), as ``docker images`` shows it."""
-    client = docker_client()
+    client = engine.docker_client()
     return {name: round(client.images.get(name).attrs["Size"] / 1e6) for name in names}
-
-
-def image_exists(client: Any, name: str) -> bool:
-    import docker.errors
-
-    try:
-        client.images.get(name)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
 
 
 def _build(client: Any, context: Path, progress: Progress, **kwargs: Any) -> None:
@@ -205,7 +172,7 @@ def build_base(release: str = "bookworm", mirror: str | None = None,
     check_release(release)
     if mirror is not None:
         check_mirror(mirror)
-    client = docker_client()
+    client = engine.docker_client()
     if shutil.which("debootstrap") is None:
         raise UserInputError("debootstrap is not installed here: apt-get install debootstrap")
     if os.geteuid() != 0:
@@ -353,16 +320,16 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
     whole environment into the scheduler and worker images, every distribution at its
     version as installed here, not only the default lock; backends then prefer them.
     """
-    client = docker_client()
+    client = engine.docker_client()
     lock = Lock.of_this_client(extra, sync)
     if base == "debian":
-        if fresh or not image_exists(client, base_name()):
+        if fresh or not engine.image_exists(client, base_name()):
             build_base(progress=progress)
         base = base_name()
     elif base is None:
-        offline = image_exists(client, base_name())
+        offline = engine.image_exists(client, base_name())
         base = base_name() if offline else f"python:{lock.python}-slim"
-    if not image_exists(client, base):
+    if not engine.image_exists(client, base):
         progress(
             f"{base} is not on this engine, so the build will pull it; with no registry, "
             "use --base debian to build a base from Debian's archive instead"
@@ -377,7 +344,7 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
         "CORE_INSTALL_OPTIONS": "--no-deps" if lock.synced else "",
     }
     runtimes = {role: image_name(f"{role}-runtime", lock.tag) for role in ROLES}
-    if fresh or not all(image_exists(client, name) for name in runtimes.values()):
+    if fresh or not all(engine.image_exists(client, name) for name in runtimes.values()):
         wheelhouse = build_wheelhouse(lock, fresh, progress)
         for i, (role, name) in enumerate(runtimes.items()):
             progress(f"building {name} from {base}")
@@ -647,9 +614,9 @@ def _run(command: list[str], progress: Progress) -> str:
 
 def save_images(path: Path, names: Iterable[str] | None = None) -> list[str]:
     """Write images (default: this client's three) to one gzip-compressed archive."""
-    client = docker_client()
+    client = engine.docker_client()
     names = list(names or (default_image(role) for role in ROLES))
-    missing = [n for n in names if not image_exists(client, n)]
+    missing = [n for n in names if not engine.image_exists(client, n)]
     if missing:
         raise UserInputError(
             f"no such image(s): {', '.join(missing)}; run `clusterctl image build`"
@@ -668,7 +635,7 @@ def load_images(path: Path) -> list[str]:
     """Load an archive from :func:`save_images` into the engine DOCKER_HOST names."""
     if not path.is_file():
         raise UserInputError(f"no such archive: {path}")
-    client = docker_client()
+    client = engine.docker_client()
     with open(path, "rb") as f:
         result = client.api.load_image(f)
     loaded = []

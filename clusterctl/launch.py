@@ -1,0 +1,73 @@
+"""How schedulers, workers and notebooks are started, written once for processes and
+containers alike: the workers' options, the TLS options, a container's limits and user."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from clusterctl.spec import ClusterSpec, WorkerGroup
+
+TLS_IN_CONTAINER = "/etc/clusterctl/tls"  # where containers find the cluster's certificates
+TOKEN_IN_CONTAINER = "/etc/clusterctl/notebook/token"  # the notebook's token file
+
+
+def worker_args(group: WorkerGroup) -> list[str]:
+    """``dask worker`` options of a group (the scheduler address comes first)."""
+    args = [
+        "--nthreads",
+        str(group.threads),
+        "--death-timeout",
+        f"{group.death_timeout:g}",
+        "--memory-limit",
+        str(group.memory_limit),
+    ]
+    if group.resources:
+        args += ["--resources", " ".join(f"{k}={v:g}" for k, v in group.resources.items())]
+    return args
+
+
+def tls_args(spec: ClusterSpec, folder: str = TLS_IN_CONTAINER) -> list[str]:
+    """The scheduler's and workers' certificate options, the files in ``folder`` (by
+    default where containers have them mounted); none without TLS."""
+    if not spec.security.tls:
+        return []
+    return [
+        "--tls-ca-file",
+        f"{folder}/ca.pem",
+        "--tls-cert",
+        f"{folder}/cert.pem",
+        "--tls-key",
+        f"{folder}/key.pem",
+    ]
+
+
+def dask_tls_env(spec: ClusterSpec) -> dict[str, str]:
+    """Dask's TLS configuration for a client in a container (the notebook)."""
+    if not spec.security.tls:
+        return {}
+    return {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{TLS_IN_CONTAINER}/ca.pem",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": f"{TLS_IN_CONTAINER}/cert.pem",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": f"{TLS_IN_CONTAINER}/key.pem",
+    }
+
+
+def container_limits(group: WorkerGroup) -> dict[str, Any]:
+    """The container's memory limit in bytes (when the group gives a size) and CPUs."""
+    limits: dict[str, Any] = {}
+    memory = group.memory_limit
+    if memory != "auto" and not (isinstance(memory, float) and memory <= 1):
+        from dask.utils import parse_bytes
+
+        limits["mem_limit"] = parse_bytes(memory)
+    if group.cpus:
+        limits["cpus"] = group.cpus
+    return limits
+
+
+def container_user() -> str:
+    """The containers' user: this user's uid (so mounted files are shared), never root."""
+    uid = os.getuid()
+    return f"{uid if uid != 0 else 1000}:0"
