@@ -1,5 +1,9 @@
 """The supervisor: a small detached process per cluster that keeps it as it was asked to be.
 
+This module is its record (is one running, start one, its settings, kill it), which commands
+and the controller use; its loop is ``__main__`` (``python -m clusterctl.supervisor NAME``),
+the only part that imports the controller.
+
 Every cluster this machine creates gets one (``python -m clusterctl.supervisor NAME``).
 Once a second it calls :meth:`Cluster.reconcile`, which replaces workers that died or were
 cut off, up to the count ``scale`` last asked for; while the cluster's adapt settings are
@@ -16,17 +20,11 @@ lock, where it holds nothing (all it changes, it changes under that lock).
 
 from __future__ import annotations
 
-import argparse
-import fcntl
-import logging
 import os
-import signal
 import sys
-import threading
 from typing import Any
 
 from clusterctl import processes, state
-from clusterctl.errors import ClusterNotFound
 from clusterctl.processes import ProcessRecord
 
 RECORD = "supervisor.json"  # the running supervisor: pid, start time, log
@@ -88,46 +86,3 @@ def kill(name: str) -> None:
     if record := _record(name):
         processes.stop([record], grace=0)
     (state.cluster_dir(name) / RECORD).unlink(missing_ok=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m clusterctl.supervisor")
-    parser.add_argument("name")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    lifelock = os.open(
-        state.cluster_dir(args.name) / LIFELOCK,
-        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-    )
-    try:
-        fcntl.flock(lifelock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        logging.info("another supervisor of %s runs; this one exits", args.name)
-        return
-
-    from clusterctl.cluster import Cluster
-
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    cluster = Cluster.from_name(args.name)
-    following: dict[str, Any] | None = None
-    while not stopping.wait(INTERVAL):
-        if cluster._watch_worker_status_task.done():  # the scheduler went away
-            logging.info("scheduler of %s is gone; stopping", args.name)
-            break
-        try:
-            if (settings := adapt_settings(args.name)) != following:
-                cluster.follow_adapt_settings(settings)
-                following = settings
-            cluster.reconcile()
-        except ClusterNotFound:
-            logging.info("cluster %s is gone; stopping", args.name)
-            break
-        except Exception:  # keep watching: the next look may succeed
-            logging.exception("supervising %s failed", args.name)
-    cluster.close(timeout=10)
-
-
-if __name__ == "__main__":
-    main()
