@@ -562,3 +562,23 @@ def test_render_needs_no_docker_sdk_and_imports_no_backend():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+def test_list_says_when_the_api_server_does_not_answer(tmp_path):
+    """A kubeconfig whose server refuses: `list` still works and says why it shows no
+    Kubernetes clusters (never silently nothing, never a traceback)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "gone", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "me", "user": {"token": "x"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "me"}}],
+        "current-context": "gone",
+    }
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    pytest.importorskip("kr8s", reason="the kubernetes extra (dask-kubernetes) is not installed")
+    result = run_cli("list", env={"KUBECONFIG": str(kubeconfig)})
+    assert "kubernetes clusters not listed" in result.stderr
+    assert str(kubeconfig) in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,6 +9,7 @@ group at its size, retires workers gracefully and adapts (the controller delegat
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from clusterctl.render.kubernetes import (
     render_operator,
 )
 from clusterctl.spec import ClusterSpec, WorkerGroup
+
+logger = logging.getLogger(__name__)
 
 
 class KubernetesBackend(Backend):
@@ -44,7 +47,13 @@ class KubernetesBackend(Backend):
             return []  # no API server configured: nothing to ask, and nothing to import
         try:
             return sorted(c.name for c in _our_clusters())
-        except Exception:  # an unreachable API server has no clusters we can use
+        except Exception as exc:  # kr8s missing, the API server unreachable or refusing
+            logger.warning(
+                "kubernetes clusters not listed: the API server of %s did not answer (%s: %s)",
+                kubeconfig_source(),
+                type(exc).__name__,
+                str(exc)[:200],
+            )
             return []
 
     @classmethod
