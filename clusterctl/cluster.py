@@ -21,7 +21,7 @@ import contextlib
 import functools
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from distributed import Adaptive
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 COUNTS = "counts.json"  # in the state folder: each group's size, as last asked for
-CUT_OFF = 15.0  # seconds a registered worker may be unknown to the scheduler before replaced
+COMPARE_WITHIN = 5.0  # seconds the versions of the scheduler and workers are asked for
 
 
 class Cluster(DaskCluster):
@@ -56,6 +56,8 @@ class Cluster(DaskCluster):
     ``Cluster(spec)`` starts a new cluster; :meth:`from_name` attaches to a running one.
     :meth:`close` only disconnects unless ``shutdown_on_close`` is true;
     :meth:`shutdown` stops the cluster for good (as ``clusterctl down`` does).
+    ``compare_versions``: on connecting, warn of packages and versions that differ between
+    this client and the cluster.
     """
 
     def __init__(
@@ -68,8 +70,10 @@ class Cluster(DaskCluster):
         asynchronous: bool = False,
         loop: IOLoop | None = None,
         quiet: bool = True,
+        compare_versions: bool = True,
     ):
         self.spec = spec
+        self._compare_versions = compare_versions
         self._creating = backend is None
         self.backend = backend if backend is not None else backend_class(spec.backend)(spec)
         self.shutdown_on_close = shutdown_on_close
@@ -77,7 +81,9 @@ class Cluster(DaskCluster):
         self._workers: set[str] = set()
         self._dashboard: str | None = None  # host:port, where the backend publishes it
         self._lost_since: dict[str, float] = {}  # registered once, then no longer: since when
-        # What this client has that the cluster lacks, as found on connecting ("" if none).
+        # Versions that differ between this client and the cluster, and packages this client
+        # has that the cluster lacks, as found on connecting ("" if none).
+        self.version_mismatch = ""
         self.environment_mismatch = ""
         self.security = client_security(spec.name, spec.security.tls)
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=spec.name)
@@ -141,11 +147,24 @@ class Cluster(DaskCluster):
         )
         await super()._start()
         await self._refresh()
-        if mismatch := await self._version_mismatch():
-            warnings.warn(mismatch, VersionMismatchWarning, stacklevel=2)
-        self.environment_mismatch = await self._environment_mismatch()
+        if self._compare_versions:
+            await self._compare_with_cluster()
+
+    async def _compare_with_cluster(self) -> None:
+        """Warn of versions and packages that differ between this client and the cluster.
+        Asked of every worker, within COMPARE_WITHIN seconds: a worker cut off from the
+        network would otherwise hold up connecting until the connection times out (30 s)."""
+        try:
+            async with asyncio.timeout(COMPARE_WITHIN):
+                self.version_mismatch = await self._version_mismatch()
+                self.environment_mismatch = await self._environment_mismatch()
+        except TimeoutError:
+            logger.info("Versions not compared: the cluster did not answer in time")
+            return
+        if self.version_mismatch:
+            warnings.warn(self.version_mismatch, VersionMismatchWarning, stacklevel=3)
         if self.environment_mismatch:
-            warnings.warn(self.environment_mismatch, EnvironmentMismatchWarning, stacklevel=2)
+            warnings.warn(self.environment_mismatch, EnvironmentMismatchWarning, stacklevel=3)
 
     def _claim(self) -> None:
         """Refuse a name in use; take over one whose cluster stopped entirely (its processes
@@ -345,7 +364,7 @@ class Cluster(DaskCluster):
             if not any(m.role == "scheduler" and m.running for m in members):
                 return  # nothing to repair: `status` reports it, `down` cleans up
             identity = await self.scheduler_comm.identity()
-            registered = {w["name"] for w in identity["workers"].values()}
+            registered = _heard_from(identity["workers"].values(), self.spec.scheduler.worker_ttl)
             now = asyncio.get_running_loop().time()
             counts = self._counts()
             for group in self.spec.workers:
@@ -365,10 +384,11 @@ class Cluster(DaskCluster):
             await self._refresh()
 
     def _cut_off(self, name: str, now: float) -> bool:
-        """Whether a running worker has been unknown to the scheduler for CUT_OFF seconds
-        after it had registered (its network failed, or it hangs)."""
+        """Whether a running worker has been lost to the scheduler (gone from it, or silent
+        for ``worker-ttl``) for the spec's ``cut-off`` seconds after it had registered: its
+        network failed, or it hangs."""
         since = self._lost_since.get(name, -1.0)
-        return since >= 0 and now - since > CUT_OFF
+        return since >= 0 and now - since > self.spec.cut_off
 
     def _exclusive(self, check: bool = True) -> Any:
         """The cluster's lock (across processes), held while workers are added or removed;
@@ -539,7 +559,7 @@ class Cluster(DaskCluster):
             "notebook": await asyncio.to_thread(self.backend.notebook_url),
             "workers": workers,
             "versions": {k: versions.get(k) for k in ("python", "dask", "distributed")},
-            "version_mismatch": await self._version_mismatch(),
+            "version_mismatch": self.version_mismatch,
             "environment_mismatch": self.environment_mismatch,
             "adaptive": await asyncio.to_thread(supervisor.adapt_settings, self.name),
             "supervised": await asyncio.to_thread(supervisor.running, self.name),
@@ -614,3 +634,13 @@ def _destroy_locked(backend: Backend) -> None:
 
 
 __all__ = ["Cluster", "GroupAdaptive", "destroy_cluster"]
+
+
+def _heard_from(workers: Iterable[dict[str, Any]], ttl: float) -> set[str]:
+    """Names of the registered workers the scheduler heard from within ``ttl`` seconds of the
+    last heartbeat it got (measured on its clock, so a skewed one here doesn't matter). One
+    silent for longer is as good as lost: the scheduler would only drop it after trying to
+    restart it for another 30 s."""
+    workers = list(workers)
+    newest = max((w["last_seen"] for w in workers), default=0.0)
+    return {w["name"] for w in workers if newest - w["last_seen"] <= ttl}

@@ -12,6 +12,12 @@ TLS_IN_CONTAINER = "/etc/clusterctl/tls"  # where containers find the cluster's 
 TOKEN_IN_CONTAINER = "/etc/clusterctl/notebook/token"  # the notebook's token file
 
 
+def scheduler_env(spec: ClusterSpec) -> dict[str, str]:
+    """The scheduler's environment: the spec's settings for it, then its own ``env``."""
+    ttl = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": f"{spec.scheduler.worker_ttl:g}s"}
+    return {**ttl, **spec.scheduler.env}
+
+
 def worker_args(group: WorkerGroup) -> list[str]:
     """``dask worker`` options of a group (the scheduler address comes first)."""
     args = [

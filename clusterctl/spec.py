@@ -68,6 +68,9 @@ class SchedulerSpec:
     # need (EXTRA_PIP_PACKAGES) must reach it too, as they reach the workers.
     env: dict[str, str]
     mounts: tuple[Mount, ...]
+    # Seconds the scheduler waits for a silent worker's heartbeat before removing it (Dask's
+    # distributed.scheduler.worker-ttl).
+    worker_ttl: float
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class ClusterSpec:
     notebook: NotebookSpec
     security: SecuritySpec
     start_timeout: float
+    # Seconds a worker that had registered may stay lost to the scheduler (gone from it, or
+    # silent for scheduler.worker-ttl: its network cut, or hung) before it is replaced.
+    cut_off: float
 
     def group(self, name: str | None = None) -> WorkerGroup:
         """The named worker group, or the first one when ``name`` is None."""
@@ -167,7 +173,7 @@ class ClusterSpec:
 
 # --- loading and merging -----------------------------------------------------------------
 
-_SCHEDULER_KEYS = {"host", "port", "dashboard_port", "env", "mounts"}
+_SCHEDULER_KEYS = {"host", "port", "dashboard_port", "env", "mounts", "worker_ttl"}
 _WORKER_KEYS = {
     "count",
     "threads",
@@ -188,6 +194,7 @@ _SPEC_KEYS: dict[str, Any] = {
     "worker": _WORKER_KEYS,
     "workers": "groups",
     "start_timeout": None,
+    "cut_off": None,
 }
 
 
@@ -378,6 +385,17 @@ def _need(data: Mapping[str, Any], key: str, where: str) -> Any:
     return data[key]
 
 
+def _setting(data: Mapping[str, Any], key: str, where: str, stored: bool) -> Any:
+    """A field added after clusters were first stored: a stored spec without it (a cluster
+    started by an earlier version) gets the packaged default."""
+    if stored and key not in data:
+        from clusterctl.config import DEFAULTS_FILE
+
+        defaults = yaml.safe_load(DEFAULTS_FILE.read_text())["clusterctl"]
+        return (defaults[where] if where != "spec" else defaults)[key.replace("_", "-")]
+    return _need(data, key, where)
+
+
 def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
     name = check_cluster_name(_need(data, "name", "spec"))
     backend = _need(data, "backend", "spec")
@@ -392,6 +410,9 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
         ),
         env=_check_mapping(sched.get("env") or {}, "scheduler.env", _check_env),
         mounts=_check_mounts(sched.get("mounts") or [], "scheduler.mounts", stored),
+        worker_ttl=_check_number(
+            _setting(sched, "worker_ttl", "scheduler", stored), "scheduler.worker-ttl", 1, 86400
+        ),
     )
     defaults = data.get("worker", {})
     groups = data.get("workers") or {DEFAULT_GROUP: {}}
@@ -429,6 +450,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
             "127.0.0.1"
         )
     timeout = _check_number(_need(data, "start_timeout", "spec"), "start-timeout", 1, 3600)
+    cut_off = _check_number(_setting(data, "cut_off", "spec", stored), "cut-off", 1, 3600)
     return ClusterSpec(
         name=name,
         backend=backend,
@@ -437,6 +459,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
         notebook=notebook,
         security=security,
         start_timeout=timeout,
+        cut_off=cut_off,
     )
 
 

@@ -181,6 +181,11 @@ class FakeBackend(Backend):
         self.hung.add(name)
         self._close(self.workers[name][1])
 
+    def silence(self, name: str) -> None:
+        """The worker stays registered but sends no more heartbeats (its network is cut,
+        and the scheduler has not noticed yet)."""
+        self.workers[name][1].periodic_callbacks["heartbeat"].stop()
+
     def address(self, name: str) -> str:
         return self.workers[name][1].address
 
@@ -201,14 +206,15 @@ class FakeBackend(Backend):
         return [c for c in self.calls if c[0] in ("start_workers", "stop_workers")]
 
 
-def make_spec(name: str, groups: dict[str, int]) -> ClusterSpec:
+def make_spec(name: str, groups: dict[str, int], worker_ttl: float = 30) -> ClusterSpec:
     return load_spec(
         overrides={
             "name": name,
             "backend": "local",
             "security": {"tls": False},
-            "scheduler": {"port": 0, "dashboard_port": 0},
+            "scheduler": {"port": 0, "dashboard_port": 0, "worker_ttl": worker_ttl},
             "workers": {group: {"count": n} for group, n in groups.items()},
+            "cut_off": 1,  # the least a spec allows: the cut-off tests wait it out
         }
     )
 
@@ -223,14 +229,16 @@ def no_supervisor(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.fixture
 def make_cluster(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
-    """``make_cluster(groups, orchestrated=False) -> (cluster, fake)``: a fake backend with
-    the groups' workers started (as ``up`` would), and a controller attached to it."""
+    """``make_cluster(groups, orchestrated=False, worker_ttl=30) -> (cluster, fake)``: a fake
+    backend with the groups' workers started (as ``up`` would), and a controller on it."""
     made: list[tuple[Cluster | None, FakeBackend]] = []
 
-    def make(groups: dict[str, int], orchestrated: bool = False) -> tuple[Cluster, FakeBackend]:
+    def make(
+        groups: dict[str, int], orchestrated: bool = False, worker_ttl: float = 30
+    ) -> tuple[Cluster, FakeBackend]:
         slug = request.node.name.removeprefix("test_").replace("_", "-")
         name = f"ctl-{slug[:30]}".rstrip("-")
-        spec = make_spec(name, groups)
+        spec = make_spec(name, groups, worker_ttl)
         fake = FakeBackend(spec, orchestrated=orchestrated)
         made.append((None, fake))
         fake.start_scheduler()
@@ -356,7 +364,7 @@ def test_reconcile_replaces_a_dead_worker_up_to_the_count(make_cluster) -> None:
 
 
 def cut_off_once(cluster: Cluster, fake: FakeBackend) -> list[str]:
-    """Hang one of two registered workers and reconcile past CUT_OFF (0.5 s): it is replaced,
+    """Hang one of two registered workers and reconcile past the cut-off (1 s): it is replaced,
     not before. Returns the names of the two workers."""
     names = sorted(fake.running())
     cluster.reconcile()  # both registered: watched from now on
@@ -364,9 +372,9 @@ def cut_off_once(cluster: Cluster, fake: FakeBackend) -> list[str]:
     wait_for(lambda: names[1] not in fake.held_by_scheduler(), "the scheduler to lose it")
     assert fake.running() == set(names), "the backend must still report it running"
     cluster.reconcile()  # seen lost: its clock starts
-    cluster.reconcile()  # lost, but not yet for CUT_OFF seconds
+    cluster.reconcile()  # lost, but not yet for the cut-off
     assert fake.worker_calls() == [], "replaced before the cut-off"
-    time.sleep(0.6)
+    time.sleep(cluster.spec.cut_off + 0.1)
     cluster.reconcile()
     # The backends number a new worker after the highest one there: the name comes back.
     assert fake.worker_calls() == [
@@ -378,35 +386,45 @@ def cut_off_once(cluster: Cluster, fake: FakeBackend) -> list[str]:
     return names
 
 
-def test_reconcile_replaces_a_worker_lost_to_the_scheduler_after_the_cut_off(
-    make_cluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(controller, "CUT_OFF", 0.5)
+def test_reconcile_replaces_a_worker_lost_to_the_scheduler_after_the_cut_off(make_cluster) -> None:
     cluster, fake = make_cluster({"worker": 2})
     cut_off_once(cluster, fake)
 
 
-def test_a_healthy_replacement_with_the_same_name_is_kept(
-    make_cluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(controller, "CUT_OFF", 0.5)
+def test_a_healthy_replacement_with_the_same_name_is_kept(make_cluster) -> None:
     cluster, fake = make_cluster({"worker": 2})
     cut_off_once(cluster, fake)
     cluster.reconcile()  # the replacement is registered and healthy: it stays
     assert len(fake.worker_calls()) == 2, f"a healthy replacement was replaced: {fake.calls}"
 
 
-def test_a_worker_that_never_registered_is_not_cut_off(
-    make_cluster, monkeypatch: pytest.MonkeyPatch
+def test_a_registered_worker_silent_past_the_worker_ttl_is_replaced_after_the_cut_off(
+    make_cluster,
 ) -> None:
+    """Its network cut, a worker stays registered until the scheduler gives up restarting it
+    (worker-ttl, then 30 s more): silent for worker-ttl, it counts as lost already."""
+    cluster, fake = make_cluster({"worker": 2}, worker_ttl=1)
+    names = sorted(fake.running())
+    cluster.reconcile()
+    fake.silence(names[1])
+    time.sleep(cluster.spec.scheduler.worker_ttl + 0.6)
+    assert names[1] in fake.held_by_scheduler(), "the scheduler dropped it: not the case here"
+    cluster.reconcile()  # silent past worker-ttl: lost, its clock starts
+    assert fake.worker_calls() == [], "replaced before the cut-off"
+    time.sleep(cluster.spec.cut_off + 0.1)
+    cluster.reconcile()
+    assert fake.worker_calls()[0] == ("stop_workers", [names[1]])
+    assert fake.running() == set(names), "not replaced by a worker of the same name"
+
+
+def test_a_worker_that_never_registered_is_not_cut_off(make_cluster) -> None:
     """The cut-off counts only for workers once seen by the scheduler: one still starting
     (a slow image pull, say) is left alone however long it takes."""
-    monkeypatch.setattr(controller, "CUT_OFF", 0.2)
     cluster, fake = make_cluster({"worker": 1})
     [name] = fake.running()
     fake.hang(name)  # from the controller's view: running, never registered
     wait_for(lambda: name not in fake.held_by_scheduler(), "the scheduler to lose it")
-    for _ in range(3):
+    for _ in range(4):  # past the cut-off
         cluster.reconcile()
         time.sleep(0.3)
     assert fake.worker_calls() == []

@@ -31,6 +31,7 @@ from clusterctl.launch import (
     container_limits,
     container_user,
     dask_tls_env,
+    scheduler_env,
     tls_args,
     worker_args,
 )
@@ -53,7 +54,7 @@ class DockerBackend(ContainerBackend):
             args += ["--protocol", "tls", *tls_args(self.spec)]
         self._run(
             self._image("scheduler"), ["scheduler", *args], name=f"{self.spec.name}-scheduler",
-            role="scheduler", restart=False, environment=sched.env,
+            role="scheduler", restart=False, environment=scheduler_env(self.spec),
             extra_volumes=self._mounts(sched.mounts),
             ports={"8786/tcp": (sched.host, sched.port or None),
                    "8787/tcp": (sched.host, sched.dashboard_port or None)},

@@ -27,7 +27,7 @@ from pathlib import Path
 from clusterctl import graphcheck, processes, state, waiting
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
-from clusterctl.launch import tls_args, worker_args
+from clusterctl.launch import scheduler_env, tls_args, worker_args
 from clusterctl.processes import ProcessRecord
 from clusterctl.security import tls_files
 from clusterctl.spec import BACKENDS, ClusterSpec, WorkerGroup, is_cluster_name
@@ -94,7 +94,8 @@ class LocalBackend(Backend):
                 *graphcheck.scheduler_args()]  # fmt: skip
         if self.spec.security.tls:
             args += ["--protocol", "tls", *self._tls_args()]
-        record = self._spawn(SCHEDULER, args, group=None, env=os.environ)
+        env = {**os.environ, **scheduler_env(self.spec)}
+        record = self._spawn(SCHEDULER, args, group=None, env=env)
         self._wait_until(SCHEDULER, record, lambda: self._scheduler_info() is not None)
         if self.spec.notebook.enabled:
             self._start_notebook()

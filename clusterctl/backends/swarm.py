@@ -43,6 +43,7 @@ from clusterctl.launch import (
     container_limits,
     container_user,
     dask_tls_env,
+    scheduler_env,
     tls_args,
     worker_args,
 )
@@ -100,7 +101,7 @@ class SwarmBackend(ContainerBackend):
             args += ["--protocol", "tls", *tls_args(self.spec)]
         self._create_service(
             "scheduler", ["scheduler", *args], name=f"{self.spec.name}-scheduler",
-            env=sched.env, restart="none",
+            env=scheduler_env(self.spec), restart="none",
             mounts=self._mounts(sched.mounts),
             ports={8786: sched.port, 8787: sched.dashboard_port},
             extra_labels={labels.SPEC: json.dumps(self.spec.to_dict())},

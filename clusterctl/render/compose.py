@@ -32,6 +32,7 @@ from clusterctl.launch import (
     container_limits,
     container_user,
     dask_tls_env,
+    scheduler_env,
     tls_args,
     worker_args,
 )
@@ -120,7 +121,7 @@ def render(
     scheduler = service(
         "scheduler",
         command=["scheduler", "--port", "8786", *tls_args(spec)],
-        **({"environment": dict(sched.env)} if sched.env else {}),
+        environment=scheduler_env(spec),
         ports=[port(sched.port, 8786, "SCHEDULER"), port(sched.dashboard_port, 8787, "DASHBOARD")],
     )
     if spec.security.tls:

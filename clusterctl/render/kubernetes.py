@@ -36,7 +36,7 @@ import yaml
 from clusterctl import images
 from clusterctl.errors import UserInputError
 from clusterctl.labels import BACKEND, CLUSTER, GROUP, ROLE, SPEC
-from clusterctl.launch import container_limits, worker_args
+from clusterctl.launch import container_limits, scheduler_env, worker_args
 from clusterctl.spec import ClusterSpec, WorkerGroup
 
 INSTANCE = "app.kubernetes.io/instance"
@@ -335,7 +335,7 @@ def _scheduler_container(
         [("tcp-comm", 8786), ("http-dashboard", 8787)],
     )
     env = {"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": routes} if routes else {}
-    env |= spec.scheduler.env
+    env |= scheduler_env(spec)
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in env.items()]
     return {**container, **_probes("http-dashboard", "/health")}
