@@ -80,6 +80,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         SUMMARY["rejected"] += report.passed
 
 
+# What a test needs, as markers (pyproject.toml describes each): `scripts/test --quick`
+# leaves out those that need the engine, images, a browser or a benchmark run (and the slow
+# ones); `scripts/test -m docker` runs only those that need the engine. A test gets the
+# markers of the fixtures it uses (directly or through other fixtures); tests that start
+# clusters without such a fixture carry their markers themselves, or in their module.
+NEEDS_BY_FIXTURE = {
+    "bystander": "local",  # a local cluster for bad inputs to leave alone
+    "docker_engine": "docker",
+    "images": "images",
+    "swarm": "swarm",  # tests/test_swarm.py: the engine in swarm mode
+    "browser": "browser",  # tests/test_browser.py: headless chromium
+}
+# A need that implies another: the images and swarm mode are the engine's.
+IMPLIED = {"images": "docker", "swarm": "docker"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        needs = {need for fixture, need in NEEDS_BY_FIXTURE.items() if fixture in used}
+        needs |= {m.name for m in item.iter_markers() if m.name in IMPLIED}
+        needs |= {IMPLIED[n] for n in needs if n in IMPLIED}
+        for need in sorted(needs):
+            if not item.get_closest_marker(need):
+                item.add_marker(need)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     left = "not checked" if SUMMARY["left"] < 0 else SUMMARY["left"]
     terminalreporter.write_line(

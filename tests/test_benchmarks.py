@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.report import LATEST, chart, markdown, page_section
 
+pytest.importorskip("matplotlib", reason="matplotlib (the benchmarks extra) draws the chart")
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE_ORDER = ("scheduler_started", "scheduler_listening", "worker_registered",
                  "last_registered", "up_returned")  # fmt: skip
@@ -37,7 +38,7 @@ def check_clusters(clusters: dict, backends: list[str]) -> None:
     assert clusters["help_s"]["median"] > 0
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.timeout(1500)
 def test_quick_run_measures_every_backend_and_draws_its_chart(images, tmp_path):
     output = tmp_path / "quick.json"

@@ -13,14 +13,19 @@ import pytest
 
 import clusterctl
 
+pytest.importorskip("selenium", reason="selenium drives the browser")
+
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 CHROMEDRIVER = shutil.which("chromedriver")
 
-pytestmark = pytest.mark.skipif(
-    CHROMEDRIVER is None or shutil.which("chromium") is None,
-    reason="NO BROWSER: Debian's chromium and chromium-driver are not installed "
-    "(scripts/test installs them as root)",
-)
+pytestmark = [
+    pytest.mark.local,  # the cluster whose pages the browser opens
+    pytest.mark.skipif(
+        CHROMEDRIVER is None or shutil.which("chromium") is None,
+        reason="NO BROWSER: Debian's chromium and chromium-driver are not installed "
+        "(scripts/test installs them as root)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

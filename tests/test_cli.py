@@ -14,7 +14,7 @@ from clusterctl import state
 from clusterctl.backends.base import port_is_free
 from tests.conftest import free_port, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.local, pytest.mark.slow]  # each test runs `clusterctl up`
 
 
 def _status(name: str) -> dict:

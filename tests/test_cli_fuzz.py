@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner, Result
+
+pytest.importorskip("hypothesis", reason="hypothesis generates the command lines")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -59,8 +59,10 @@ def test_dollars_in_user_strings_reach_compose_as_written(managed, tmp_path):
     assert done.returncode == 0, done.stderr
     # `config` prints what it read as a Compose file again, so with `$` escaped once more.
     read = yaml.safe_load(done.stdout.replace("$$", "$"))["services"]
+    ttl = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": f"{spec.scheduler.worker_ttl:g}s"}
+    assert read["scheduler"]["environment"] == {**ttl, **env}
+    assert read["worker"]["environment"] == env
     for service in ("scheduler", "worker"):
-        assert read[service]["environment"] == env
         (volume,) = read[service]["volumes"]
         source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
         assert source == str(folder)
@@ -73,7 +75,6 @@ def test_dollars_in_user_strings_reach_compose_as_written(managed, tmp_path):
         assert notebook_env["CLUSTERCTL_DASHBOARD_URL"] == "http://127.0.0.1:8787"
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_plain_compose_up_with_three_workers(images, docker_engine):
     ports = {what: free_port() for what in ("SCHEDULER", "DASHBOARD", "NOTEBOOK")}

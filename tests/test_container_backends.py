@@ -26,7 +26,7 @@ from clusterctl.errors import UserInputError
 from tests.conftest import assert_client_refused, free_port, run_cli
 
 # The first docker test may build the images (minutes): a timeout to match.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 
 
 def ours(docker_engine, name: str) -> list[str]:

@@ -17,7 +17,7 @@ from distributed import Client
 from clusterctl.backends.compose import compose_command
 from tests.conftest import wait_healthy
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 LABELS = {"io.clusterctl.cluster": "test-dropin"}
 
 # dask-docker's docker-compose.yml as it stands upstream (github.com/dask/dask-docker at

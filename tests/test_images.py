@@ -30,7 +30,7 @@ from clusterctl.spec import load_spec
 from tests.conftest import free_port, run_cli, wait_healthy
 
 # The first test builds the images (minutes): a timeout to match.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 LABELS = {"io.clusterctl.cluster": "test-images"}
 
 

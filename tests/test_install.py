@@ -21,7 +21,7 @@ from clusterctl import environment
 from clusterctl.errors import EnvironmentMismatchWarning
 from clusterctl.images import ROLES
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 ROOT = Path(__file__).resolve().parent.parent
 
 

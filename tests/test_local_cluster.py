@@ -22,7 +22,7 @@ from clusterctl.backends.base import port_is_free
 from clusterctl.errors import UserInputError
 from tests.conftest import assert_client_refused
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.local
 
 
 def executions(marker_dir: Path) -> int:

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
+
+pytest.importorskip("nbformat", reason="nbformat reads the notebooks")
+pytest.importorskip("nbclient", reason="nbclient runs the notebooks")
+pytest.importorskip("ipykernel", reason="ipykernel is the notebooks' kernel")
+import nbformat
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "clusterctl" / "notebooks"
@@ -18,6 +22,11 @@ FREE_PORTS = {
     "DASK_CLUSTERCTL__SCHEDULER__PORT": "0",
     "DASK_CLUSTERCTL__SCHEDULER__DASHBOARD_PORT": "0",
 }
+# Each notebook on local processes, and in containers.
+BACKENDS = [
+    pytest.param("local", marks=[pytest.mark.local, pytest.mark.slow]),
+    pytest.param("docker", marks=pytest.mark.images),
+]
 
 
 def run_notebook(name: str, env: dict[str, str], tmp_path: Path) -> str:
@@ -46,7 +55,7 @@ def run_notebook(name: str, env: dict[str, str], tmp_path: Path) -> str:
     )
 
 
-@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_getting_started(backend, tmp_path, request):
     if backend != "local":
         request.getfixturevalue("images")  # built once per session (skips without an engine)
@@ -63,7 +72,7 @@ def test_getting_started(backend, tmp_path, request):
     assert "after adapt, idle: 1\n" in printed
 
 
-@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_dataframe_pipeline_results_outlive_the_cluster(backend, tmp_path, request):
     import dask
     import pandas as pd
@@ -90,7 +99,7 @@ def test_dataframe_pipeline_results_outlive_the_cluster(backend, tmp_path, reque
     assert (abs(summary.x - means) < 1e-9).all()
 
 
-@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_sklearn_grid_search_runs_on_the_workers(backend, tmp_path, request):
     env = {"CLUSTERCTL_NAME": "nb-sklearn", "CLUSTERCTL_BACKEND": backend, **FREE_PORTS}
     if backend != "local":  # the containers install scikit-learn from these wheels
@@ -102,7 +111,7 @@ def test_sklearn_grid_search_runs_on_the_workers(backend, tmp_path, request):
     assert "fits ran on workers: 2\n" in printed
 
 
-@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_worker_pools_route_tasks_by_resources(backend, tmp_path, request):
     if backend != "local":
         request.getfixturevalue("images")
@@ -115,7 +124,7 @@ def test_worker_pools_route_tasks_by_resources(backend, tmp_path, request):
     assert "after scaling the light pool: 4\n" in printed
 
 
-@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_shipping_code_to_a_running_cluster(backend, tmp_path, request):
     if backend != "local":
         request.getfixturevalue("images")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytest.importorskip("hypothesis", reason="hypothesis generates the spec files")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -14,8 +14,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import docker.errors
 import pytest
+
+pytest.importorskip("docker", reason="the docker SDK drives the engine")
+import docker.errors
 from distributed import Client, wait
 
 import clusterctl
@@ -24,7 +26,7 @@ from clusterctl.backends.base import port_is_free
 from tests.conftest import assert_client_refused, free_port, run_cli
 from tests.swarm_node import single_node_swarm
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "clusterctl-stack-test"

@@ -169,6 +169,7 @@ SHAPES: dict[str, Callable[[ModuleType, Client], Any]] = {
 }
 
 
+@pytest.mark.local
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_unreadable_graph_fails_fast_naming_the_module(client, missing, shape):
     error, took = outcome_within(lambda: SHAPES[shape](missing, client))
@@ -176,11 +177,13 @@ def test_unreadable_graph_fails_fast_naming_the_module(client, missing, shape):
     assert took < BOUND
 
 
+@pytest.mark.local
 def test_the_client_still_works_after_an_unreadable_graph(client, missing):
     outcome_within(lambda: client.submit(missing.inc, 1).result())
     assert client.submit(sum, [1, 2], pure=False).result(timeout=BOUND) == 3
 
 
+@pytest.mark.local
 def test_the_scheduler_log_names_the_module(cluster, client, missing):
     outcome_within(lambda: client.submit(missing.inc, 2).result())
     wanted = f"cannot import module {missing.__name__!r}"
@@ -210,7 +213,6 @@ def test_explain_follows_the_cause_and_says_so_when_no_module_is_known():
     assert "ValueError: no GPU here" in detail
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_docker_scheduler_without_the_module_fails_fast_naming_it(images, missing):
     """The image's scheduler loads the check from /etc/dask (dask.yaml), not from flags.
