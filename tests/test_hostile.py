@@ -288,13 +288,20 @@ AS_NOBODY = textwrap.dedent("""
     from distributed import Client
     from clusterctl.cli import cli
     key, home, *targets = sys.argv[1:]
+    def uid_on(url):
+        with Client(url, timeout=5) as client:
+            return client.submit(os.getuid).result(timeout=5)
+    # A refused Client is left half-made in a reference cycle; collected while the next one
+    # starts its loop, its __del__ deadlocks (distributed 2026.8): collect each one at once.
+    import gc
     # As root first, so that every module a client and `list` import is loaded: nobody
     # can't read the modules of root's Python once it is nobody.
     for url in targets:
         try:
-            Client(url, timeout=5).submit(os.getuid).result(timeout=5)
+            uid_on(url)
         except Exception:
             pass
+        gc.collect()
     CliRunner().invoke(cli, ["list"])
     nobody = pwd.getpwnam("nobody")
     os.setgroups([]); os.setgid(nobody.pw_gid); os.setuid(nobody.pw_uid)
@@ -305,10 +312,11 @@ AS_NOBODY = textwrap.dedent("""
         print("key: permission denied")
     for url in targets:
         try:
-            uid = Client(url, timeout=5).submit(os.getuid).result(timeout=5)
+            uid = uid_on(url)
             print("ran code as uid", uid, "on", url)
         except Exception as exc:
             print("refused:", url, type(exc).__name__, exc)
+        gc.collect()
     listed = CliRunner().invoke(cli, ["list"], env={"XDG_STATE_HOME": home})
     print("list:", listed.exit_code, listed.output)
     """)
