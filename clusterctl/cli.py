@@ -14,6 +14,7 @@ import click
 
 from clusterctl import __version__
 from clusterctl.errors import ClusterctlError, EnvironmentMismatchWarning
+from clusterctl.render import RENDERED
 
 NAME_HELP = "Cluster name (default: clusterctl.name in dask.config, normally 'default')."
 MAX_WORKERS = 1000  # the spec's own limit (clusterctl.spec.MAX_WORKERS), kept import-free
@@ -309,9 +310,7 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
 
 
 @cli.command()
-@click.option(
-    "--backend", "-b", required=True, type=click.Choice(["compose", "swarm", "kubernetes"])
-)
+@click.option("--backend", "-b", required=True, type=click.Choice(RENDERED))
 @spec_file_option
 @click.option("--workers", "-w", type=Whole(0, MAX_WORKERS), help="Workers in the first group.")
 @click.option(

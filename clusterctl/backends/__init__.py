@@ -12,17 +12,13 @@ from dataclasses import dataclass
 
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, ClusterNotFound, SpecError
+from clusterctl.spec import BACKENDS
 
 logger = logging.getLogger(__name__)
 
-# Backend name -> "module:Class"; modules are imported only when used.
-REGISTRY = {
-    "local": "clusterctl.backends.local:LocalBackend",
-    "docker": "clusterctl.backends.docker:DockerBackend",
-    "compose": "clusterctl.backends.compose:ComposeBackend",
-    "swarm": "clusterctl.backends.swarm:SwarmBackend",
-    "kubernetes": "clusterctl.backends.kubernetes:KubernetesBackend",
-}
+# Backend name -> "module:Class" (backend "x" is XBackend in clusterctl.backends.x); modules
+# are imported only when used.
+REGISTRY = {kind: f"clusterctl.backends.{kind}:{kind.capitalize()}Backend" for kind in BACKENDS}
 
 
 @dataclass(frozen=True)

@@ -8,3 +8,5 @@ clusterctl's images, which need no engine and import no backend.
 ``clusterctl render`` prints them; ``scripts/render-deploy`` writes ``deploy/`` and
 ``docker-compose.yml`` from the default spec.
 """
+
+RENDERED = ("compose", "swarm", "kubernetes")  # the backends whose own files are rendered
