@@ -47,8 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (CI)")
     parser.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
-    parser.add_argument("--output", type=Path, help="results JSON (default: results/"
-                        "latest.json, or quick.json in quick mode)")  # fmt: skip
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="results JSON (default: results/latest.json, or quick.json in quick mode)",
+    )
     args = parser.parse_args()
     output = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
 

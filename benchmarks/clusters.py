@@ -43,9 +43,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     tasks = 2_000 if quick else 20_000
     megabytes = 50 if quick else 200
     side = 2000 if quick else 4000  # of the reduction's square array
-    results: dict[str, Any] = {"repeats": repeats, "tasks": tasks, "transfer_mb": megabytes,
-                               "reduction_side": side, "sizes": sizes, "scale_to": scale_to,
-                               "profile_workers": PROFILE_WORKERS}  # fmt: skip
+    results: dict[str, Any] = {
+        "repeats": repeats,
+        "tasks": tasks,
+        "transfer_mb": megabytes,
+        "reduction_side": side,
+        "sizes": sizes,
+        "scale_to": scale_to,
+        "profile_workers": PROFILE_WORKERS,
+    }
     with contextlib.ExitStack() as stack:
         backends = available_backends(stack)
         results["backends"] = [BASELINE, *backends]
@@ -140,8 +146,15 @@ def cluster(backend: str, n: int, tls: bool | None = None) -> Iterator[Client]:
         return
     import clusterctl
 
-    c = clusterctl.up(name=f"bench-{backend}", backend=backend, workers=n, threads=1,
-                      port=0, dashboard_port=0, tls=tls)  # fmt: skip
+    c = clusterctl.up(
+        name=f"bench-{backend}",
+        backend=backend,
+        workers=n,
+        threads=1,
+        port=0,
+        dashboard_port=0,
+        tls=tls,
+    )
     try:
         with Client(c) as client:
             client.cluster = c
@@ -201,8 +214,12 @@ def timed_command(*args: str) -> float:
 
 
 # What a container's log says when each step is done (distributed's own log lines).
-LOG_MARKS = {"scheduler": "Scheduler at:", "nanny": "Start Nanny at:",
-             "worker": "Start worker at:", "registered": "Registered to:"}  # fmt: skip
+LOG_MARKS = {
+    "scheduler": "Scheduler at:",
+    "nanny": "Start Nanny at:",
+    "worker": "Start worker at:",
+    "registered": "Registered to:",
+}
 
 
 def startup_profile(backend: str, n: int) -> dict[str, float]:
@@ -223,8 +240,7 @@ def startup_profile(backend: str, n: int) -> dict[str, float]:
         with cluster(backend, n):
             returned = time.time()
             spent = cpu_seconds(here) + sum(cpu_seconds(p) for p in here.children(True))
-        return {"up_returned": round(returned - called, 2),
-                "cpu_here_s": round(spent - before, 2)}  # fmt: skip
+        return {"up_returned": round(returned - called, 2), "cpu_here_s": round(spent - before, 2)}
     import docker
 
     from clusterctl.labels import CLUSTER
@@ -274,9 +290,11 @@ def container_marks(container: Any) -> dict[str, Any]:
     from clusterctl.labels import ROLE
 
     state = container.attrs
-    marks: dict[str, Any] = {"role": container.labels.get(ROLE),
-                             "created": epoch(state["Created"]),
-                             "started": epoch(state["State"]["StartedAt"])}  # fmt: skip
+    marks: dict[str, Any] = {
+        "role": container.labels.get(ROLE),
+        "created": epoch(state["Created"]),
+        "started": epoch(state["State"]["StartedAt"]),
+    }
     for line in container.logs(timestamps=True).decode(errors="replace").splitlines():
         stamp, _, text = line.partition(" ")
         for step, words in LOG_MARKS.items():
@@ -300,17 +318,22 @@ def import_times() -> dict[str, float]:
     from clusterctl.images import default_image
 
     engine, image = docker.from_env(), default_image("worker")
-    code = ("import time; t = time.perf_counter(); import distributed.cli.dask_worker; "
-            "print(time.perf_counter() - t)")  # fmt: skip
-    here = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                          text=True).stdout  # fmt: skip
+    code = (
+        "import time; t = time.perf_counter(); import distributed.cli.dask_worker; "
+        "print(time.perf_counter() - t)"
+    )
+    here = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
     inside = engine.containers.run(image, ["-c", code], entrypoint="python", remove=True)
     start = time.perf_counter()
     engine.containers.run(image, entrypoint="true", remove=True)
     empty = time.perf_counter() - start
-    return {"import_dask_worker_here_s": round(float(here), 2),
-            "import_dask_worker_in_image_s": round(float(inside), 2),
-            "run_empty_container_s": round(empty, 2)}  # fmt: skip
+    return {
+        "import_dask_worker_here_s": round(float(here), 2),
+        "import_dask_worker_in_image_s": round(float(inside), 2),
+        "run_empty_container_s": round(empty, 2),
+    }
 
 
 def ratios(results: dict[str, Any], backends: list[str]) -> dict[str, dict[str, float]]:

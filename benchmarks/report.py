@@ -17,10 +17,18 @@ PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 LATEST = Path(__file__).resolve().with_name("results") / "latest.json"
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 # Targets (issues 3, 4 and 8) as ratios to LocalCluster: (figure, at most / at least, ratio).
-RATIO_TARGETS = {"cold_start_4_s": ("≤", 1.5), "scale_1_to_8_s": ("≤", 1.5),
-                 "tasks_per_s": ("≥", 0.95), "transfer_mb_per_s": ("≥", 0.8)}  # fmt: skip
-SHORT_NAMES = {"cold_start_4_s": "cold start, 4", "scale_1_to_8_s": "scale 1→8",
-               "tasks_per_s": "throughput", "transfer_mb_per_s": "transfer"}  # fmt: skip
+RATIO_TARGETS = {
+    "cold_start_4_s": ("≤", 1.5),
+    "scale_1_to_8_s": ("≤", 1.5),
+    "tasks_per_s": ("≥", 0.95),
+    "transfer_mb_per_s": ("≥", 0.8),
+}
+SHORT_NAMES = {
+    "cold_start_4_s": "cold start, 4",
+    "scale_1_to_8_s": "scale 1→8",
+    "tasks_per_s": "throughput",
+    "transfer_mb_per_s": "transfer",
+}
 PROFILE_STEPS = (  # (key in startup_profile, what happened by then)
     ("scheduler_started", "scheduler container started"),
     ("scheduler_listening", "scheduler listening"),
@@ -138,8 +146,10 @@ def tls_table(clusters: dict[str, Any]) -> list[str]:
     for key, label, unit in rows(clusters):
         if any(key not in off[b] for b in off):
             continue
-        cells = [number((clusters[b] if on_off == "on" else off[b])[key]["median"])
-                 for b, on_off in pairs]  # fmt: skip
+        cells = [
+            number((clusters[b] if on_off == "on" else off[b])[key]["median"])
+            for b, on_off in pairs
+        ]
         out.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
     return out
 
@@ -203,8 +213,10 @@ def chart(report: dict[str, Any], path: Path) -> None:
     if images:
         image_panel(axes[1][1], images)
     m = report["machine"]
-    fig.suptitle(f"clusterctl benchmarks, {report['date']} — {m['cores']} cores, "
-                 f"{m['memory_gib']} GiB, Docker Engine {m['docker_engine']}")  # fmt: skip
+    fig.suptitle(
+        f"clusterctl benchmarks, {report['date']} — {m['cores']} cores, "
+        f"{m['memory_gib']} GiB, Docker Engine {m['docker_engine']}"
+    )
     fig.savefig(path, dpi=80, metadata={"Software": None})
     plt.close(fig)
 
@@ -217,8 +229,7 @@ def cold_start_panel(ax: Any, clusters: dict[str, Any]) -> None:
         low = [f["median"] - min(f["values"]) for f in figures]
         high = [max(f["values"]) - f["median"] for f in figures]
         ax.errorbar(sizes, medians, yerr=[low, high], marker="o", capsize=3, label=backend)
-    ax.set(title="cold start to N workers ready", xlabel="workers", ylabel="seconds",
-           xticks=sizes)  # fmt: skip
+    ax.set(title="cold start to N workers ready", xlabel="workers", ylabel="seconds", xticks=sizes)
     ax.set_ylim(bottom=0)
     ax.legend()
 
@@ -234,20 +245,23 @@ def ratio_panel(ax: Any, clusters: dict[str, Any]) -> None:
         target = RATIO_TARGETS[key][1]
         ax.hlines(target, x - width / 2, x + 0.8 - width / 2, colors="black", linestyles="--")
     ax.axhline(1, color="grey", linewidth=0.8)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(keys))],
-                  [f"{SHORT_NAMES[k]}\n(target {RATIO_TARGETS[k][0]} "
-                   f"{RATIO_TARGETS[k][1]}x)" for k in keys])  # fmt: skip
+    ax.set_xticks(
+        [x + 0.4 - width / 2 for x in range(len(keys))],
+        [f"{SHORT_NAMES[k]}\n(target {RATIO_TARGETS[k][0]} {RATIO_TARGETS[k][1]}x)" for k in keys],
+    )
     ax.set(title="ratio to LocalCluster (dashes: target)", ylabel="x LocalCluster")
     ax.legend(loc="best")
 
 
 def profile_panel(ax: Any, clusters: dict[str, Any]) -> None:
     profile = clusters.get("startup_profile", {})
-    steps = [("worker_started", "engine: create + start"),
-             ("worker_nanny_listening", "nanny: interpreter, imports"),
-             ("worker_process_listening", "worker process: spawn, imports"),
-             ("worker_registered", "registration"),
-             ("up_returned", "rest, until up() returns")]  # fmt: skip
+    steps = [
+        ("worker_started", "engine: create + start"),
+        ("worker_nanny_listening", "nanny: interpreter, imports"),
+        ("worker_process_listening", "worker process: spawn, imports"),
+        ("worker_registered", "registration"),
+        ("up_returned", "rest, until up() returns"),
+    ]
     backends, in_legend = list(profile), set()
     for i, backend in enumerate(backends):
         if "worker_started" not in profile[backend]:  # LocalCluster: its whole start only
@@ -261,8 +275,10 @@ def profile_panel(ax: Any, clusters: dict[str, Any]) -> None:
             in_legend.add(label)
             start = end
     ax.set_yticks(range(len(backends)), backends)
-    ax.set(title=f"where a cold start of {clusters['profile_workers']} workers goes",
-           xlabel="seconds after up()")  # fmt: skip
+    ax.set(
+        title=f"where a cold start of {clusters['profile_workers']} workers goes",
+        xlabel="seconds after up()",
+    )
     if backends:
         ax.legend(loc="lower right", fontsize="small")
 
@@ -272,11 +288,16 @@ def image_panel(ax: Any, images: dict[str, Any]) -> None:
     ax.bar(roles, [images["size_mb"][r] for r in roles], color="C0", label="measured")
     for x, role in enumerate(roles):
         target = images["targets"]["size_mb"][role]
-        ax.hlines(target, x - 0.4, x + 0.4, colors="black", linestyles="--",
-                  label="target" if x == 0 else None)  # fmt: skip
+        ax.hlines(
+            target,
+            x - 0.4,
+            x + 0.4,
+            colors="black",
+            linestyles="--",
+            label="target" if x == 0 else None,
+        )
     rebuild, target = images["code_only_rebuild_s"], images["targets"]["code_only_rebuild_s"]
-    ax.set(title=f"image sizes; code-only rebuild {rebuild} s (target ≤ {target} s)",
-           ylabel="MB")  # fmt: skip
+    ax.set(title=f"image sizes; code-only rebuild {rebuild} s (target ≤ {target} s)", ylabel="MB")
     ax.legend(loc="best")
 
 

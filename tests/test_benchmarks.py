@@ -14,8 +14,13 @@ from benchmarks.report import LATEST, chart, markdown, page_section
 
 pytest.importorskip("matplotlib", reason="matplotlib (the benchmarks extra) draws the chart")
 ROOT = Path(__file__).resolve().parent.parent
-PROFILE_ORDER = ("scheduler_started", "scheduler_listening", "worker_registered",
-                 "last_registered", "up_returned")  # fmt: skip
+PROFILE_ORDER = (
+    "scheduler_started",
+    "scheduler_listening",
+    "worker_registered",
+    "last_registered",
+    "up_returned",
+)
 
 
 def check_clusters(clusters: dict, backends: list[str]) -> None:
@@ -44,8 +49,11 @@ def test_quick_run_measures_every_backend_and_draws_its_chart(images, tmp_path):
     output = tmp_path / "quick.json"
     run = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1400,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1400,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["quick"] and report["machine"]["docker_engine"]

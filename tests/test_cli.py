@@ -104,8 +104,11 @@ def test_dead_scheduler_is_reported_and_down_cleans_up():
     ), scale.stderr
 
     def alive() -> list[int]:
-        return [p for p in worker_pids if psutil.pid_exists(p)
-                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]  # fmt: skip
+        return [
+            p
+            for p in worker_pids
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
 
     deadline = time.monotonic() + 15  # workers leave when their scheduler's connection breaks
     while alive() and time.monotonic() < deadline:

@@ -24,8 +24,18 @@ from clusterctl import state
 from clusterctl.cli import cli
 from clusterctl.spec import ClusterSpec
 
-UP_OPTIONS = ["--name", "--workers", "--threads", "--memory-limit", "--backend", "--host",
-              "--port", "--dashboard-port", "--notebook-port", "-f"]  # fmt: skip
+UP_OPTIONS = [
+    "--name",
+    "--workers",
+    "--threads",
+    "--memory-limit",
+    "--backend",
+    "--host",
+    "--port",
+    "--dashboard-port",
+    "--notebook-port",
+    "-f",
+]
 UP_FLAGS = ["--notebook", "--no-notebook", "--wait", "--no-wait", "--tls", "--no-tls"]
 RENDER_OPTIONS = ["--workers", "-f"]
 RENDER_FLAGS = ["--notebook", "--no-notebook", "--operator"]
@@ -39,11 +49,32 @@ values = st.one_of(
     st.integers().map(str),
     st.floats().map(str),  # inf, nan, 1e+308, 5e-324...
     st.sampled_from(
-        ["", " ", "\n", "0", "-1", "1e400", "0.0000001", "9" * 5000, "x" * 100_000, "::1",
-         "127.0.0.1\n", "auto", "4GiB", "0.5", "local", "docker", "compose", "swarm",
-         "kubernetes", "/dev/zero", "/dev/null", "/"]
+        [
+            "",
+            " ",
+            "\n",
+            "0",
+            "-1",
+            "1e400",
+            "0.0000001",
+            "9" * 5000,
+            "x" * 100_000,
+            "::1",
+            "127.0.0.1\n",
+            "auto",
+            "4GiB",
+            "0.5",
+            "local",
+            "docker",
+            "compose",
+            "swarm",
+            "kubernetes",
+            "/dev/zero",
+            "/dev/null",
+            "/",
+        ]
     ),
-)  # fmt: skip
+)
 
 
 class StubCluster:

@@ -42,20 +42,26 @@ def test_dollars_in_user_strings_reach_compose_as_written(managed, tmp_path):
     folder = tmp_path / "a$b ${HOME}"
     folder.mkdir()
     env = {f"V{i}": value for i, value in enumerate(DOLLARS)}
-    spec = load_spec(overrides={
-        "name": "dollars", "backend": "compose", "security": {"tls": False},
-        "notebook": {"enabled": True},
-        "scheduler": {"env": env, "mounts": [f"{folder}:/data"]},
-        "worker": {"env": env, "mounts": [f"{folder}:/data:ro"]},
-    })  # fmt: skip
+    spec = load_spec(
+        overrides={
+            "name": "dollars",
+            "backend": "compose",
+            "security": {"tls": False},
+            "notebook": {"enabled": True},
+            "scheduler": {"env": env, "mounts": [f"{folder}:/data"]},
+            "worker": {"env": env, "mounts": [f"{folder}:/data:ro"]},
+        }
+    )
     file = tmp_path / "docker-compose.yml"
     text = yaml.safe_dump(render(spec, managed=managed), sort_keys=False)
     file.write_text(text)
     done = subprocess.run(
         [*compose_command(), "--project-name", "dollars", "--file", str(file), "config"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "CLUSTERCTL_TAG": "tag-from-env", "HOME": "/home/elsewhere"},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr
     # `config` prints what it read as a Compose file again, so with `$` escaped once more.
     read = yaml.safe_load(done.stdout.replace("$$", "$"))["services"]

@@ -131,9 +131,11 @@ def test_a_cross_origin_post_to_the_dashboard_retires_no_worker(cluster):
     body = json.dumps({"workers": sorted(workers)}).encode()
     for path in ("/api/v1/retire_workers", "/api/v1/adaptive_target", "/api/v1"):
         request = urllib.request.Request(
-            f"{dashboard}{path}", data=body, method="POST",
+            f"{dashboard}{path}",
+            data=body,
+            method="POST",
             headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
-        )  # fmt: skip
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 404, path
@@ -333,8 +335,9 @@ def test_a_cluster_whose_containers_are_gone_is_listed_and_removed(backend, imag
             ignore_removed=True, all=True, filters=label
         ):
             container.remove(force=True)  # as a destroy that died half-way would leave it
-        assert ours(docker_engine, name) == [f"{name}_default" if backend == "compose"
-                                             else f"clusterctl-{name}"]  # fmt: skip
+        assert ours(docker_engine, name) == [
+            f"{name}_default" if backend == "compose" else f"clusterctl-{name}"
+        ]
         listed = json.loads(run_cli("list", "--json").stdout)
         (found,) = [c for c in listed if c["name"] == name]
         assert (found["backend"], found["status"]) == (backend, "broken")
@@ -392,10 +395,15 @@ def test_a_healthy_container_whose_port_does_not_answer_fails_up_within_its_time
 def test_a_damaged_spec_label_is_reported_and_down_removes_it(
     label, problem, images, docker_engine
 ):
-    labels = {"io.clusterctl.cluster": "garbled", "io.clusterctl.backend": "docker",
-              "io.clusterctl.role": "scheduler", "io.clusterctl.spec": label}  # fmt: skip
-    docker_engine.containers.run(images["scheduler"], ["sleep", "300"], name="garbled-scheduler",
-                                 labels=labels, detach=True)  # fmt: skip
+    labels = {
+        "io.clusterctl.cluster": "garbled",
+        "io.clusterctl.backend": "docker",
+        "io.clusterctl.role": "scheduler",
+        "io.clusterctl.spec": label,
+    }
+    docker_engine.containers.run(
+        images["scheduler"], ["sleep", "300"], name="garbled-scheduler", labels=labels, detach=True
+    )
     try:
         listed = json.loads(run_cli("list", "--json").stdout)
         (found,) = [c for c in listed if c["name"] == "garbled"]

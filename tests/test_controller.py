@@ -96,8 +96,9 @@ class FakeBackend(Backend):
     # --- workers --------------------------------------------------------------------------
 
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
-        taken = [int(name.rsplit("-", 1)[1]) for name, (g, _) in self.workers.items()
-                 if g == group.name]  # fmt: skip
+        taken = [
+            int(name.rsplit("-", 1)[1]) for name, (g, _) in self.workers.items() if g == group.name
+        ]
         first = max(taken, default=0) + 1
         names = [f"{self.spec.name}-{group.name}-{i}" for i in range(first, first + n)]
         self.calls.append(("start_workers", group.name, names))
@@ -190,8 +191,11 @@ class FakeBackend(Backend):
         return self.workers[name][1].address
 
     def running(self, group: str | None = None) -> set[str]:
-        return {m.name for m in self.members()
-                if m.role == "worker" and m.running and group in (None, m.group)}  # fmt: skip
+        return {
+            m.name
+            for m in self.members()
+            if m.role == "worker" and m.running and group in (None, m.group)
+        }
 
     def held_by_scheduler(self) -> dict[str, int]:
         """Worker name -> number of keys the scheduler says it holds, read on its loop."""

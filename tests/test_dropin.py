@@ -257,9 +257,13 @@ def test_dask_dockers_compose_file_runs_our_images(official_compose, docker_engi
         # `dask worker` with no address, and the address in quotes, as the file writes it
         network = f"{project.name}_default"
         docker_engine.containers.run(
-            "clusterctl-worker:latest", ["dask", "worker"], detach=True, labels=LABELS,
-            network=network, environment={"DASK_SCHEDULER_ADDRESS": '"tcp://scheduler:8786"'},
-        )  # fmt: skip
+            "clusterctl-worker:latest",
+            ["dask", "worker"],
+            detach=True,
+            labels=LABELS,
+            network=network,
+            environment={"DASK_SCHEDULER_ADDRESS": '"tcp://scheduler:8786"'},
+        )
         client.wait_for_workers(3, timeout=120)
 
     api = json.loads(http_get(f"http://{project.port('notebook', 8888)}/api"))

@@ -33,8 +33,19 @@ needs_root = pytest.mark.skipif(
 
 
 def up(name: str, *extra: str, env: dict[str, str] | None = None) -> None:
-    run_cli("up", "--name", name, "--workers", "1", "--port", "0", "--dashboard-port", "0",
-            *extra, env=env)  # fmt: skip
+    run_cli(
+        "up",
+        "--name",
+        name,
+        "--workers",
+        "1",
+        "--port",
+        "0",
+        "--dashboard-port",
+        "0",
+        *extra,
+        env=env,
+    )
 
 
 def marked(name: str, home: Path | None = None) -> list[psutil.Process]:
@@ -86,10 +97,13 @@ def test_up_of_a_running_name_is_refused_and_the_cluster_keeps_its_workers(bysta
 
 
 def test_two_up_of_one_name_at_once_exactly_one_wins_and_is_untouched(bystander):
-    command = cli_command("up", "--name", "race", "--workers", "2", "--port", "0",
-                          "--dashboard-port", "0")  # fmt: skip
-    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]  # fmt: skip
+    command = cli_command(
+        "up", "--name", "race", "--workers", "2", "--port", "0", "--dashboard-port", "0"
+    )
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [(p.wait(180), p.stdout.read(), p.stderr.read()) for p in procs]
     try:
         assert sorted(r[0] for r in results) == [0, 2], results
@@ -105,8 +119,12 @@ def test_two_up_of_one_name_at_once_exactly_one_wins_and_is_untouched(bystander)
 @pytest.mark.fault("down racing scale 30")
 def test_down_racing_scale_30_leaves_no_worker_running(bystander):
     up("dr")
-    scale = subprocess.Popen(cli_command("scale", "30", "--name", "dr", "--no-wait"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    scale = subprocess.Popen(
+        cli_command("scale", "30", "--name", "dr", "--no-wait"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.5)  # the scale has the lock, or is about to take it
     down = run_cli("down", "dr")
     scale.wait(180)
@@ -127,8 +145,9 @@ def test_at_most_one_supervisor_ever(bystander):
             ("scale", "2", "--name", "sup"),
             ("adapt", "--name", "sup", "--minimum", "1", "--maximum", "3"),
         ]
-        procs = [subprocess.Popen(cli_command(*c), stderr=subprocess.PIPE, text=True)
-                 for c in commands]  # fmt: skip
+        procs = [
+            subprocess.Popen(cli_command(*c), stderr=subprocess.PIPE, text=True) for c in commands
+        ]
         assert [p.wait(180) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
 
         def supervisors() -> list[psutil.Process]:
@@ -137,8 +156,12 @@ def test_at_most_one_supervisor_ever(bystander):
         (only,) = supervisors()
         assert state.read_json(state.cluster_dir("sup") / supervisor.RECORD)["pid"] == only.pid
         # A second one started by hand exits at once: the first holds supervisor.lock.
-        extra = subprocess.run([sys.executable, "-m", "clusterctl.supervisor", "sup"],
-                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        extra = subprocess.run(
+            [sys.executable, "-m", "clusterctl.supervisor", "sup"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert extra.returncode == 0 and "another supervisor of sup runs" in extra.stderr
         # The last word holds, whoever said it: adapt, then scale.
         run_cli("adapt", "--name", "sup", "--minimum", "1", "--maximum", "3")
@@ -158,8 +181,9 @@ def test_adapt_beyond_the_worker_total_is_refused(bystander, tmp_path):
     spec.write_text("workers: {a: {count: 1}, b: {count: 0}}\n")
     up("groups", "-f", str(spec))
     try:
-        refused = run_cli("adapt", "--name", "groups", "--group", "b", "--maximum", "1000",
-                          check=False)  # fmt: skip
+        refused = run_cli(
+            "adapt", "--name", "groups", "--group", "b", "--maximum", "1000", check=False
+        )
         assert_rejected(refused, 2, "this one may adapt up to 999")
         assert supervisor.adapt_settings("groups") is None
     finally:
@@ -188,8 +212,7 @@ def damage(name: str, how: str) -> None:
         record.write_text(json.dumps(data))
 
 
-DAMAGES = ["spec-list", "spec-half-written", "record-without-started", "pid-text",
-           "pid-negative"]  # fmt: skip
+DAMAGES = ["spec-list", "spec-half-written", "record-without-started", "pid-text", "pid-negative"]
 
 
 @pytest.mark.parametrize("how", DAMAGES)
@@ -336,8 +359,11 @@ def test_another_user_can_neither_connect_nor_read_the_keys(bystander):
         targets = [address, address.replace("tls://", "tcp://"), plain_address]
         result = subprocess.run(
             [sys.executable, "-c", AS_NOBODY, str(key), os.environ["XDG_STATE_HOME"], *targets],
-            capture_output=True, text=True, timeout=120, cwd="/",
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+        )
     finally:
         run_cli("down", "plain")
     out = result.stdout
@@ -398,8 +424,17 @@ def test_a_symlinked_file_in_our_own_folder_is_never_written_through(bystander, 
     target = tmp_path / "target.txt"
     target.write_text("untouched\n")
     (logs / "scheduler.log").symlink_to(target)
-    refused = run_cli("up", "--name", "victim", "--port", "0", "--dashboard-port", "0",
-                      check=False, env=state_env(home))  # fmt: skip
+    refused = run_cli(
+        "up",
+        "--name",
+        "victim",
+        "--port",
+        "0",
+        "--dashboard-port",
+        "0",
+        check=False,
+        env=state_env(home),
+    )
     assert_rejected(refused, 2, "is damaged")
     assert target.read_text() == "untouched\n"
     assert run_cli("down", "victim", env=state_env(home)).returncode == 0
@@ -413,8 +448,17 @@ def test_an_unusable_state_home_is_a_message(bystander, tmp_path, case):
     home = tmp_path / "file" if case == "a-file" else Path("/proc/clusterctl-state")
     if case == "a-file":
         home.write_text("not a folder")
-    up_ = run_cli("up", "--name", "x", "--port", "0", "--dashboard-port", "0", check=False,
-                  env=state_env(home))  # fmt: skip
+    up_ = run_cli(
+        "up",
+        "--name",
+        "x",
+        "--port",
+        "0",
+        "--dashboard-port",
+        "0",
+        check=False,
+        env=state_env(home),
+    )
     assert_rejected(up_, 2, "state folder")
     listed = run_cli("list", check=False, env=state_env(home))  # none there, or a message
     assert listed.returncode in (0, 2) and "Traceback" not in listed.stderr, listed.stderr
@@ -422,8 +466,9 @@ def test_an_unusable_state_home_is_a_message(bystander, tmp_path, case):
 
 
 def test_a_relative_state_home_is_ignored(bystander, tmp_path):
-    result = run_cli("list", env={"XDG_STATE_HOME": "relative/state", "HOME": str(tmp_path)},
-                     check=False)  # fmt: skip
+    result = run_cli(
+        "list", env={"XDG_STATE_HOME": "relative/state", "HOME": str(tmp_path)}, check=False
+    )
     assert result.returncode == 0 and "No clusters." in result.stdout
     assert not Path("relative").exists()
     bystander.assert_untouched()
@@ -449,8 +494,9 @@ def small_disk(tmp_path):
         pytest.skip("NEEDS ROOT: mounts a tmpfs")
     mount = tmp_path / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=700", "tmpfs", str(mount)],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=700", "tmpfs", str(mount)], check=True
+    )
     filler = mount / "filler"
 
     def fill(full: bool) -> None:
@@ -484,8 +530,9 @@ def test_a_full_disk_is_a_message_and_leaves_no_half_made_cluster(bystander, sma
     mount, fill = small_disk
     env = state_env(mount)
     fill(True)
-    refused = run_cli("up", "--name", "full", "--port", "0", "--dashboard-port", "0",
-                      check=False, env=env)  # fmt: skip
+    refused = run_cli(
+        "up", "--name", "full", "--port", "0", "--dashboard-port", "0", check=False, env=env
+    )
     assert_rejected(refused, 1, "the disk is full")
     assert not list(mount.rglob(".tmp-*")), "half-written files left"
     assert not marked("full", mount)

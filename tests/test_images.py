@@ -113,13 +113,22 @@ def test_scheduler_and_worker_are_healthy_and_match_the_client(images, docker_en
 def test_the_operators_scheduler_serves_the_http_api(images, docker_engine, network):
     """The DaskCluster's scheduler turns on the API the dask-kubernetes operator retires
     workers by, with the environment variable the rendering gives it."""
-    (cluster,) = [d for d in render_operator(load_spec(overrides={"backend": "kubernetes"}))
-                  if d["kind"] == "DaskCluster"]  # fmt: skip
+    (cluster,) = [
+        d
+        for d in render_operator(load_spec(overrides={"backend": "kubernetes"}))
+        if d["kind"] == "DaskCluster"
+    ]
     (container,) = cluster["spec"]["scheduler"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     dash = free_port()
-    scheduler = run(docker_engine, images["scheduler"], network, name="ctl-img-operator",
-                    environment=env, ports={"8787/tcp": ("127.0.0.1", dash)})  # fmt: skip
+    scheduler = run(
+        docker_engine,
+        images["scheduler"],
+        network,
+        name="ctl-img-operator",
+        environment=env,
+        ports={"8787/tcp": ("127.0.0.1", dash)},
+    )
     wait_healthy(scheduler)
     with urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/v1", timeout=10) as r:
         assert r.read() == b"API V1"
@@ -241,8 +250,11 @@ def test_image_base_refuses_a_bad_release_or_mirror(flag, value):
 def test_image_base_accepts_debian_suites_and_mirrors():
     for release in ("bookworm", "trixie", "stable", "oldstable", "sid", "bookworm-backports"):
         check_release(release)
-    for mirror in ("http://deb.debian.org/debian", "https://mirror.example/debian/",
-                   "file:///srv/debian"):  # fmt: skip
+    for mirror in (
+        "http://deb.debian.org/debian",
+        "https://mirror.example/debian/",
+        "file:///srv/debian",
+    ):
         check_mirror(mirror)
 
 

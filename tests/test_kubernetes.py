@@ -126,9 +126,7 @@ def arg(args: list[str], flag: str) -> str:
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_rendered_manifests_pass_the_kubernetes_schemas(name):
     docs = render(SPECS[name])
-    assert {d["kind"] for d in docs} == {
-        "ServiceAccount", "NetworkPolicy", "Deployment", "Service"
-    }  # fmt: skip
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "NetworkPolicy", "Deployment", "Service"}
     for doc in docs:
         validate(doc)
 
@@ -170,8 +168,11 @@ def test_the_validators_do_refuse_wrong_manifests():
 
 def test_worker_resources_match_their_dask_options():
     docs = render(GROUPS)
-    workers = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")
-               if d["metadata"]["labels"][COMPONENT] == "worker"}  # fmt: skip
+    workers = {
+        d["metadata"]["name"]: d
+        for d in by_kind(docs, "Deployment")
+        if d["metadata"]["labels"][COMPONENT] == "worker"
+    }
     assert sorted(workers) == ["multi-big", "multi-cpu", "multi-tiny"]
     for group in GROUPS.workers:
         deployment = workers[f"multi-{group.name}"]
@@ -203,9 +204,11 @@ def test_worker_resources_match_their_dask_options():
 
 def test_probes_security_and_images():
     docs = render(DEFAULT)
-    ports = {"scheduler": ("http-dashboard", 8787, "/health"),
-             "worker": ("http-dashboard", 8788, "/health"),
-             "notebook": ("http", 8888, "/api")}  # fmt: skip
+    ports = {
+        "scheduler": ("http-dashboard", 8787, "/health"),
+        "worker": ("http-dashboard", 8788, "/health"),
+        "notebook": ("http", 8888, "/api"),
+    }
     deployments = by_kind(docs, "Deployment")
     assert sorted(d["metadata"]["labels"][COMPONENT] for d in deployments) == sorted(ports)
     for deployment in deployments:
@@ -217,12 +220,15 @@ def test_probes_security_and_images():
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"] == {"path": path, "port": name}
         assert pod["securityContext"] == {
-            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 0,
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 0,
             "seccompProfile": {"type": "RuntimeDefault"},
-        }  # fmt: skip
+        }
         assert container["securityContext"] == {
-            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}
-        }  # fmt: skip
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
         assert pod["automountServiceAccountToken"] is False
         assert pod["serviceAccountName"] == by_kind(docs, "ServiceAccount")[0]["metadata"]["name"]
         assert container["image"] == f"clusterctl-{role}:latest"
@@ -241,19 +247,26 @@ def test_services_are_the_addresses_the_pods_use():
     scheduler = services[f"{DEFAULT.name}-scheduler"]
     assert scheduler["spec"]["type"] == "ClusterIP"
     assert [(p["name"], p["port"]) for p in scheduler["spec"]["ports"]] == [
-        ("tcp-comm", 8786), ("http-dashboard", 8787)
-    ]  # fmt: skip
+        ("tcp-comm", 8786),
+        ("http-dashboard", 8787),
+    ]
     assert scheduler_address(DEFAULT) == f"tcp://{DEFAULT.name}-scheduler:8786"
     pods = {d["metadata"]["labels"][COMPONENT]: d for d in by_kind(docs, "Deployment")}
     assert container_of(pods["worker"])["args"][1] == scheduler_address(DEFAULT)
     env = {e["name"]: e for e in container_of(pods["notebook"])["env"]}
     assert env["DASK_SCHEDULER_ADDRESS"]["value"] == scheduler_address(DEFAULT)
     assert env["JUPYTER_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-        "name": f"{DEFAULT.name}-notebook-token", "key": "token", "optional": True
-    }  # fmt: skip
+        "name": f"{DEFAULT.name}-notebook-token",
+        "key": "token",
+        "optional": True,
+    }
     for service in services.values():  # each selects exactly the pods of its component
-        selected = [d for d in pods.values() if service["spec"]["selector"].items()
-                    <= d["spec"]["template"]["metadata"]["labels"].items()]  # fmt: skip
+        selected = [
+            d
+            for d in pods.values()
+            if service["spec"]["selector"].items()
+            <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert [d["metadata"]["name"] for d in selected] == [service["metadata"]["name"]]
         targets = {p["name"] for p in container_of(selected[0])["ports"]}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= targets
@@ -311,25 +324,34 @@ def test_only_the_operators_scheduler_serves_the_http_api_and_only_to_it(name):
 
 
 def test_operator_form_is_the_same_pods():
-    plain = {d["metadata"]["labels"].get("io.clusterctl.group") or
-             d["metadata"]["labels"][COMPONENT]: container_of(d)
-             for d in by_kind(render(GROUPS), "Deployment")}  # fmt: skip
+    plain = {
+        d["metadata"]["labels"].get("io.clusterctl.group")
+        or d["metadata"]["labels"][COMPONENT]: container_of(d)
+        for d in by_kind(render(GROUPS), "Deployment")
+    }
     docs = render_operator(GROUPS)
     (cluster,) = by_kind(docs, "DaskCluster")
     groups = by_kind(docs, "DaskWorkerGroup")
     assert cluster["metadata"]["name"] == GROUPS.name
-    assert ClusterSpec.from_dict(yaml.safe_load(cluster["metadata"]["annotations"][
-        "io.clusterctl.spec"])) == GROUPS  # fmt: skip
+    assert (
+        ClusterSpec.from_dict(
+            yaml.safe_load(cluster["metadata"]["annotations"]["io.clusterctl.spec"])
+        )
+        == GROUPS
+    )
     scheduler = cluster["spec"]["scheduler"]["spec"]["containers"][0]
     without_env = {k: v for k, v in scheduler.items() if k != "env"}
     assert without_env == {k: v for k, v in plain["scheduler"].items() if k != "env"}
     assert all(e in scheduler["env"] for e in plain["scheduler"]["env"])  # plus the API routes
     assert cluster["spec"]["scheduler"]["service"]["selector"] == {
-        "dask.org/cluster-name": GROUPS.name, "dask.org/component": "scheduler"
-    }  # fmt: skip
+        "dask.org/cluster-name": GROUPS.name,
+        "dask.org/component": "scheduler",
+    }
     workers = {"cpu": cluster["spec"]["worker"]}
-    workers |= {g["metadata"]["name"].removeprefix("multi-"): g["spec"]["worker"] for g in
-                by_kind(groups, "DaskWorkerGroup")}  # fmt: skip
+    workers |= {
+        g["metadata"]["name"].removeprefix("multi-"): g["spec"]["worker"]
+        for g in by_kind(groups, "DaskWorkerGroup")
+    }
     assert all(g["spec"]["cluster"] == GROUPS.name for g in by_kind(groups, "DaskWorkerGroup"))
     for group in GROUPS.workers:
         worker = workers[group.name]
@@ -378,8 +400,9 @@ def test_kustomize_builds_the_cli_render():
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("no kubectl on this machine: `kubectl kustomize` not tried")
-    built = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True,
-                           text=True, check=True).stdout  # fmt: skip
+    built = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, check=True
+    ).stdout
     rendered = run_cli("render", "--backend", "kubernetes").stdout
 
     def key(doc: dict[str, Any]) -> tuple[str, str]:
@@ -393,8 +416,9 @@ def test_kustomize_builds_the_cli_render():
 def test_render_cli(tmp_path):
     spec_file = tmp_path / "cluster.yaml"
     spec_file.write_text("name: k9\nworkers: {a: {count: 1}, b: {count: 2, threads: 2}}\n")
-    out = run_cli("render", "-b", "kubernetes", "-f", str(spec_file), "--workers", "4",
-                  "--no-notebook").stdout  # fmt: skip
+    out = run_cli(
+        "render", "-b", "kubernetes", "-f", str(spec_file), "--workers", "4", "--no-notebook"
+    ).stdout
     assert out.startswith("# A Dask cluster for Kubernetes: kubectl apply -f -")
     docs = list(yaml.safe_load_all(out))
     replicas = {d["metadata"]["name"]: d["spec"]["replicas"] for d in by_kind(docs, "Deployment")}
@@ -404,8 +428,12 @@ def test_render_cli(tmp_path):
     out = run_cli("render", "-b", "kubernetes", "-f", str(spec_file), "--operator").stdout
     docs = list(yaml.safe_load_all(out))
     assert [d["kind"] for d in docs] == [
-        "NetworkPolicy", "DaskCluster", "DaskWorkerGroup", "Deployment", "Service"
-    ]  # fmt: skip
+        "NetworkPolicy",
+        "DaskCluster",
+        "DaskWorkerGroup",
+        "Deployment",
+        "Service",
+    ]
     for doc in docs:
         validate(doc)
 
@@ -421,9 +449,11 @@ def test_up_without_an_api_server_fails_fast_and_leaves_nothing(tmp_path):
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "clusterctl", "up", "--backend", "kubernetes", "--name", "k1"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**__import__("os").environ, **env_home},
-    )  # fmt: skip
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "needs a Kubernetes API server" in result.stderr
     assert "Traceback" not in result.stderr
@@ -448,8 +478,14 @@ def pods_network(docker_engine):
     network.remove()
 
 
-def run_pod(client: Any, network: Any, deployment: dict[str, Any], aliases: list[str],
-            index: int, publish: bool) -> Any:  # fmt: skip
+def run_pod(
+    client: Any,
+    network: Any,
+    deployment: dict[str, Any],
+    aliases: list[str],
+    index: int,
+    publish: bool,
+) -> Any:
     """One replica of a Deployment as a container, with what its pod template says."""
     pod = deployment["spec"]["template"]["spec"]
     container = container_of(deployment)
@@ -471,18 +507,25 @@ def run_pod(client: Any, network: Any, deployment: dict[str, Any], aliases: list
     if "memory" in limits:
         extra["mem_limit"] = int(limits["memory"])
     if publish:
-        extra["ports"] = {f"{p['containerPort']}/tcp": ("127.0.0.1", None)
-                          for p in container["ports"]}  # fmt: skip
+        extra["ports"] = {
+            f"{p['containerPort']}/tcp": ("127.0.0.1", None) for p in container["ports"]
+        }
     name = f"{deployment['metadata']['name']}-{index}"
     return client.containers.run(
-        container["image"], container["args"], name=f"{network.name}-{name}", hostname=name,
-        detach=True, environment=env, user=f"{security['runAsUser']}:{security['runAsGroup']}",
-        cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+        container["image"],
+        container["args"],
+        name=f"{network.name}-{name}",
+        hostname=name,
+        detach=True,
+        environment=env,
+        user=f"{security['runAsUser']}:{security['runAsGroup']}",
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
         labels={CLUSTER: network.name, ROLE: deployment["metadata"]["labels"][ROLE]},
         network=network.name,
         networking_config={network.name: client.api.create_endpoint_config(aliases=aliases)},
         **extra,
-    )  # fmt: skip
+    )
 
 
 def probe(container: Any, spec: dict[str, Any]) -> bool:
@@ -507,8 +550,11 @@ def test_rendered_pods_form_a_working_cluster_under_docker(images, docker_engine
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         role = labels[COMPONENT]
         assert container_of(deployment)["image"] == images[role]
-        aliases = [s["metadata"]["name"] for s in services
-                   if s["spec"]["selector"].items() <= labels.items()]  # fmt: skip
+        aliases = [
+            s["metadata"]["name"]
+            for s in services
+            if s["spec"]["selector"].items() <= labels.items()
+        ]
         containers[role] = [
             run_pod(docker_engine, pods_network, deployment, aliases, i, role == "scheduler")
             for i in range(deployment["spec"]["replicas"])
@@ -521,8 +567,11 @@ def test_rendered_pods_form_a_working_cluster_under_docker(images, docker_engine
     dashboard = published["8787/tcp"][0]["HostPort"]
 
     deadline = time.monotonic() + 180
-    pending = {c.name: (c, container_of(d)) for d in by_kind(docs, "Deployment")
-               for c in containers[d["metadata"]["labels"][COMPONENT]]}  # fmt: skip
+    pending = {
+        c.name: (c, container_of(d))
+        for d in by_kind(docs, "Deployment")
+        for c in containers[d["metadata"]["labels"][COMPONENT]]
+    }
     while pending:  # every pod's readiness probe answers
         for name, (container, container_spec) in list(pending.items()):
             container.reload()
@@ -543,9 +592,11 @@ def test_rendered_pods_form_a_working_cluster_under_docker(images, docker_engine
         assert client.submit(sum, squares).result(timeout=60) == sum(x * x for x in range(100))
     # The notebook reaches the scheduler by its Service name, as JupyterLab's kernels would.
     (notebook,) = containers["notebook"]
-    code = ("import os; from distributed import Client; "
-            "c = Client(os.environ['DASK_SCHEDULER_ADDRESS'], timeout=30); "
-            "print(c.submit(sum, [20, 22]).result()); c.close()")  # fmt: skip
+    code = (
+        "import os; from distributed import Client; "
+        "c = Client(os.environ['DASK_SCHEDULER_ADDRESS'], timeout=30); "
+        "print(c.submit(sum, [20, 22]).result()); c.close()"
+    )
     result = notebook.exec_run(["python", "-c", code])
     assert result.exit_code == 0 and result.output.strip().endswith(b"42"), result.output
 

@@ -128,8 +128,12 @@ def test_worker_pools_route_tasks_by_resources(backend, tmp_path, request):
 def test_shipping_code_to_a_running_cluster(backend, tmp_path, request):
     if backend != "local":
         request.getfixturevalue("images")
-    env = {"CLUSTERCTL_NAME": "nb-shipping", "CLUSTERCTL_BACKEND": backend,
-           "CLUSTERCTL_OUTPUT": str(tmp_path / "output"), **FREE_PORTS}  # fmt: skip
+    env = {
+        "CLUSTERCTL_NAME": "nb-shipping",
+        "CLUSTERCTL_BACKEND": backend,
+        "CLUSTERCTL_OUTPUT": str(tmp_path / "output"),
+        **FREE_PORTS,
+    }
     printed = run_notebook("shipping-code.ipynb", env, tmp_path)
     assert "workers: 2\n" in printed
     assert "areas: [3.14, 12.56]\n" in printed  # the uploaded version, not the first
@@ -140,10 +144,20 @@ def wheels_of(package: str, folder: Path) -> Path:
     from importlib.metadata import version
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-         "--dest", str(folder), f"{package}=={version(package)}"],
-        check=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--dest",
+            str(folder),
+            f"{package}=={version(package)}",
+        ],
+        check=True,
+        timeout=600,
+    )
     folder.chmod(0o755)
     return folder
 

@@ -16,14 +16,39 @@ from hypothesis import strategies as st
 from clusterctl.errors import SpecError
 from clusterctl.spec import ClusterSpec, load_spec
 
-KEYS = ["name", "backend", "scheduler", "worker", "workers", "notebook", "security",
-        "start-timeout", "count", "threads", "memory-limit", "cpus", "port", "host",
-        "dashboard-port", "enabled", "tls", "env", "resources", "mounts", "image",
-        "death-timeout", "bogus"]  # fmt: skip
+KEYS = [
+    "name",
+    "backend",
+    "scheduler",
+    "worker",
+    "workers",
+    "notebook",
+    "security",
+    "start-timeout",
+    "count",
+    "threads",
+    "memory-limit",
+    "cpus",
+    "port",
+    "host",
+    "dashboard-port",
+    "enabled",
+    "tls",
+    "env",
+    "resources",
+    "mounts",
+    "image",
+    "death-timeout",
+    "bogus",
+]
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=True),
-    st.text(max_size=12), st.sampled_from(["auto", "4GiB", "0.5", "docker", "local", "w1"]),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["auto", "4GiB", "0.5", "docker", "local", "w1"]),
+)
 values = st.recursive(
     scalars,
     lambda inner: (
@@ -74,10 +99,42 @@ def test_any_bytes_are_a_spec_or_a_spec_error(tmp_path_factory, data):
 # Pieces of YAML's syntax (anchors, aliases, tags, flow and block collections), so that
 # the composer and the constructor meet what they refuse, not only the scanner.
 yaml_pieces = st.sampled_from(
-    ["&a ", "&b ", "*a", "*b", "[", "]", "{", "}", ", ", ": ", "\n", "  ", "- ", "? ", "'",
-     '"', "!!binary ", "!!timestamp ", "!!float ", "!!int ", "!!set ", "<<: ", "x", "1",
-     ".inf", ".nan", "name", "worker", "env", "count", "null", "\\u0000", "#"]
-)  # fmt: skip
+    [
+        "&a ",
+        "&b ",
+        "*a",
+        "*b",
+        "[",
+        "]",
+        "{",
+        "}",
+        ", ",
+        ": ",
+        "\n",
+        "  ",
+        "- ",
+        "? ",
+        "'",
+        '"',
+        "!!binary ",
+        "!!timestamp ",
+        "!!float ",
+        "!!int ",
+        "!!set ",
+        "<<: ",
+        "x",
+        "1",
+        ".inf",
+        ".nan",
+        "name",
+        "worker",
+        "env",
+        "count",
+        "null",
+        "\\u0000",
+        "#",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -139,9 +139,14 @@ def _workers(engine, name: str) -> list:
 
 def test_services_are_unprivileged_and_secrets_stay_out_of_inspect(swarm, docker_engine):
     cluster = clusterctl.up(
-        name="s2", backend="swarm", workers=1, port=0, dashboard_port=0, notebook=True,
+        name="s2",
+        backend="swarm",
+        workers=1,
+        port=0,
+        dashboard_port=0,
+        notebook=True,
         notebook_port=0,
-    )  # fmt: skip
+    )
     try:
         services = docker_engine.services.list(filters={"label": "io.clusterctl.cluster=s2"})
         assert sorted(s.name for s in services) == ["s2-notebook", "s2-scheduler", "s2-worker"]
@@ -178,8 +183,11 @@ def test_the_stack_file_is_the_rendered_default():
 def test_docker_stack_deploy_runs_the_stack_file_as_it_is(swarm, docker_engine, images):
     ports = {what: free_port() for what in ("SCHEDULER", "DASHBOARD", "NOTEBOOK")}
     tag = images["scheduler"].partition(":")[2]
-    env = {**os.environ, "CLUSTERCTL_TAG": tag,
-           **{f"CLUSTERCTL_{k}_PORT": str(v) for k, v in ports.items()}}  # fmt: skip
+    env = {
+        **os.environ,
+        "CLUSTERCTL_TAG": tag,
+        **{f"CLUSTERCTL_{k}_PORT": str(v) for k, v in ports.items()},
+    }
 
     def docker(*args: str) -> str:
         done = subprocess.run(

@@ -43,11 +43,17 @@ class ComposeBackend(DockerBackend):
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
         before = {c.id for c in self._service_containers(group.name)}
         self._compose(
-            "up", "-d", "--no-recreate", "--no-deps",
-            "--scale", f"{group.name}={len(before) + n}", group.name,
-        )  # fmt: skip
-        return [self._member_name(c) for c in self._service_containers(group.name)
-                if c.id not in before]  # fmt: skip
+            "up",
+            "-d",
+            "--no-recreate",
+            "--no-deps",
+            "--scale",
+            f"{group.name}={len(before) + n}",
+            group.name,
+        )
+        return [
+            self._member_name(c) for c in self._service_containers(group.name) if c.id not in before
+        ]
 
     def _member_name(self, container: Any) -> str:
         if container.labels.get(labels.ROLE) == "worker":
@@ -68,8 +74,9 @@ class ComposeBackend(DockerBackend):
         shown = f"`{' '.join(command[:-4])} {' '.join(args)}`"
         timeout = self.spec.start_timeout + 60
         try:
-            done = subprocess.run([*command, *args], capture_output=True, text=True,
-                                  timeout=timeout)  # fmt: skip
+            done = subprocess.run(
+                [*command, *args], capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             raise ClusterctlError(f"{shown} did not finish within {timeout:g} s") from None
         if done.returncode != 0:

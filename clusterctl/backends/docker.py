@@ -53,13 +53,19 @@ class DockerBackend(ContainerBackend):
             share_with_containers(tls_files(self.spec.name).ca.parent)
             args += ["--protocol", "tls", *tls_args(self.spec)]
         self._run(
-            self._image("scheduler"), ["scheduler", *args], name=f"{self.spec.name}-scheduler",
-            role="scheduler", restart=False, environment=scheduler_env(self.spec),
+            self._image("scheduler"),
+            ["scheduler", *args],
+            name=f"{self.spec.name}-scheduler",
+            role="scheduler",
+            restart=False,
+            environment=scheduler_env(self.spec),
             extra_volumes=self._mounts(sched.mounts),
-            ports={"8786/tcp": (sched.host, sched.port or None),
-                   "8787/tcp": (sched.host, sched.dashboard_port or None)},
+            ports={
+                "8786/tcp": (sched.host, sched.port or None),
+                "8787/tcp": (sched.host, sched.dashboard_port or None),
+            },
             extra_labels={labels.SPEC: json.dumps(self.spec.to_dict())},
-        )  # fmt: skip
+        )
         if self.spec.notebook.enabled:
             self._start_notebook()
 
@@ -94,17 +100,26 @@ class DockerBackend(ContainerBackend):
     def _start_notebook(self) -> None:
         token_file = self._write_notebook_token()
         dashboard = self._published("8787/tcp", self._container("scheduler"))
-        env = {"DASK_SCHEDULER_ADDRESS": self._address_in_network(),
-               "CLUSTERCTL_DASHBOARD_URL": f"http://{dashboard}",
-               "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(self.spec)}  # fmt: skip
-        volumes = {str(token_file.parent): {"bind": os.path.dirname(TOKEN_IN_CONTAINER),
-                                            "mode": "ro"}}  # fmt: skip
+        env = {
+            "DASK_SCHEDULER_ADDRESS": self._address_in_network(),
+            "CLUSTERCTL_DASHBOARD_URL": f"http://{dashboard}",
+            "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER,
+            **dask_tls_env(self.spec),
+        }
+        volumes = {
+            str(token_file.parent): {"bind": os.path.dirname(TOKEN_IN_CONTAINER), "mode": "ro"}
+        }
         volumes.update(self._mounts(self.spec.workers[0].mounts))
         self._run(
-            self._image("notebook"), ["notebook"], name=f"{self.spec.name}-notebook",
-            role="notebook", environment=env, extra_volumes=volumes, restart=True,
+            self._image("notebook"),
+            ["notebook"],
+            name=f"{self.spec.name}-notebook",
+            role="notebook",
+            environment=env,
+            extra_volumes=volumes,
+            restart=True,
             ports={"8888/tcp": (self.spec.scheduler.host, self.spec.notebook.port or None)},
-        )  # fmt: skip
+        )
 
     def notebook_url(self) -> str | None:
         container = self._container("notebook")
@@ -137,9 +152,14 @@ class DockerBackend(ContainerBackend):
             self._run(
                 self._image("worker", group),
                 ["worker", self._address_in_network(), "--name", name, *args],
-                name=name, role="worker", group=group.name, environment=group.env,
-                extra_volumes=self._mounts(group.mounts), restart=True, **limits,
-            )  # fmt: skip
+                name=name,
+                role="worker",
+                group=group.name,
+                environment=group.env,
+                extra_volumes=self._mounts(group.mounts),
+                restart=True,
+                **limits,
+            )
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(start, names))
@@ -201,12 +221,21 @@ class DockerBackend(ContainerBackend):
             volumes[str(folder)] = {"bind": TLS_IN_CONTAINER, "mode": "ro"}
         with engine.engine_errors(f"starting container {name}"):
             return self.client.containers.run(
-                image, command, name=name, hostname=name, detach=True, network=self._network,
-                labels={**self._labels(role, group), **(extra_labels or {})}, volumes=volumes,
-                user=container_user(), cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                image,
+                command,
+                name=name,
+                hostname=name,
+                detach=True,
+                network=self._network,
+                labels={**self._labels(role, group), **(extra_labels or {})},
+                volumes=volumes,
+                user=container_user(),
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
                 restart_policy={"Name": "on-failure"} if restart else {"Name": "no"},
-                init=False, **kwargs,
-            )  # fmt: skip
+                init=False,
+                **kwargs,
+            )
 
     def _containers(self) -> list[Any]:
         return self.client.containers.list(

@@ -105,9 +105,13 @@ class KubernetesBackend(Backend):
             from dask_kubernetes.operator import KubeCluster
 
             self._kube = KubeCluster(
-                name=self.spec.name, namespace=self.namespace, create_mode="connect_only",
-                shutdown_on_close=False, quiet=True, resource_timeout=self.spec.start_timeout,
-            )  # fmt: skip
+                name=self.spec.name,
+                namespace=self.namespace,
+                create_mode="connect_only",
+                shutdown_on_close=False,
+                quiet=True,
+                resource_timeout=self.spec.start_timeout,
+            )
         return self._kube
 
     def start_scheduler(self) -> None:
@@ -120,9 +124,13 @@ class KubernetesBackend(Backend):
         for doc in docs:
             if doc["kind"] == "DaskCluster":
                 self._kube = KubeCluster(
-                    custom_cluster_spec=doc, namespace=self.namespace, create_mode="create_only",
-                    shutdown_on_close=False, quiet=True, resource_timeout=self.spec.start_timeout,
-                )  # fmt: skip
+                    custom_cluster_spec=doc,
+                    namespace=self.namespace,
+                    create_mode="create_only",
+                    shutdown_on_close=False,
+                    quiet=True,
+                    resource_timeout=self.spec.start_timeout,
+                )
             elif doc["kind"] == "DaskWorkerGroup":
                 name = doc["metadata"]["name"].removeprefix(f"{self.spec.name}-")
                 self.kube.add_worker_group(name, custom_spec=doc["spec"]["worker"])
@@ -176,8 +184,11 @@ class KubernetesBackend(Backend):
     def logs(self, name: str, follow: bool = False) -> Iterator[str]:
         for member in self.members():
             if member.name == name:
-                pod = next(self._api().get("pods", member.detail.removeprefix("pod "),
-                                           namespace=self.namespace))  # fmt: skip
+                pod = next(
+                    self._api().get(
+                        "pods", member.detail.removeprefix("pod "), namespace=self.namespace
+                    )
+                )
                 yield from pod.logs(follow=follow)
                 return
         raise UserInputError(f"no scheduler or worker named {name!r} in {self.spec.name!r}")

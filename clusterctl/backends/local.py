@@ -87,11 +87,19 @@ class LocalBackend(Backend):
         sched = self.spec.scheduler
         scheduler_file = self.dir / "scheduler.json"
         scheduler_file.unlink(missing_ok=True)
-        args = ["-m", "distributed.cli.dask_scheduler", "--host", sched.host,
-                "--port", str(sched.port),
-                "--dashboard-address", f"{sched.host}:{sched.dashboard_port}",
-                "--scheduler-file", str(scheduler_file),
-                *graphcheck.scheduler_args()]  # fmt: skip
+        args = [
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--host",
+            sched.host,
+            "--port",
+            str(sched.port),
+            "--dashboard-address",
+            f"{sched.host}:{sched.dashboard_port}",
+            "--scheduler-file",
+            str(scheduler_file),
+            *graphcheck.scheduler_args(),
+        ]
         if self.spec.security.tls:
             args += ["--protocol", "tls", *self._tls_args()]
         env = {**os.environ, **scheduler_env(self.spec)}
@@ -108,8 +116,11 @@ class LocalBackend(Backend):
         url = f"http://{_url_host(host)}:{port}/lab?token={token}"
         state.write_json(self.dir / "notebook.json", {"url": url})  # owner-only file
         # The token goes in the environment (owner-only), not the command line (world-readable).
-        env = {**os.environ, "DASK_SCHEDULER_ADDRESS": self.scheduler_address(),
-               "JUPYTER_TOKEN": token}  # fmt: skip
+        env = {
+            **os.environ,
+            "DASK_SCHEDULER_ADDRESS": self.scheduler_address(),
+            "JUPYTER_TOKEN": token,
+        }
         if self.spec.security.tls:
             files = tls_files(self.spec.name)
             env.update(
@@ -120,8 +131,14 @@ class LocalBackend(Backend):
                     "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(files.key),
                 }
             )
-        args = ["-m", "jupyterlab", "--no-browser", f"--ServerApp.ip={host}",
-                f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]  # fmt: skip
+        args = [
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--ServerApp.ip={host}",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+        ]
         if os.geteuid() == 0:
             args.append("--allow-root")
         record = self._spawn(NOTEBOOK, args, group=None, env=env)
@@ -174,9 +191,20 @@ class LocalBackend(Backend):
         host = self.spec.scheduler.host
         env = {**os.environ, **group.env}
         for name in names:
-            args = ["-m", "distributed.cli.dask_worker", address, "--name", name,
-                    *worker_args(group), "--nworkers", "1", "--no-dashboard",
-                    "--local-directory", str(self.dir / "work"), *self._tls_args()]  # fmt: skip
+            args = [
+                "-m",
+                "distributed.cli.dask_worker",
+                address,
+                "--name",
+                name,
+                *worker_args(group),
+                "--nworkers",
+                "1",
+                "--no-dashboard",
+                "--local-directory",
+                str(self.dir / "work"),
+                *self._tls_args(),
+            ]
             if host not in ("0.0.0.0", "::"):
                 args += ["--host", host]
             self._spawn(name, args, group=group.name, env=env)

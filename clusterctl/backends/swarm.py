@@ -51,8 +51,17 @@ from clusterctl.render.stack import WORKER_HOSTNAME
 from clusterctl.security import tls_files
 from clusterctl.spec import WorkerGroup
 
-LIVE_STATES = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready",
-               "starting", "running"}  # fmt: skip
+LIVE_STATES = {
+    "new",
+    "allocated",
+    "pending",
+    "assigned",
+    "accepted",
+    "preparing",
+    "ready",
+    "starting",
+    "running",
+}
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 
 
@@ -100,26 +109,36 @@ class SwarmBackend(ContainerBackend):
             self._create_tls_secrets()
             args += ["--protocol", "tls", *tls_args(self.spec)]
         self._create_service(
-            "scheduler", ["scheduler", *args], name=f"{self.spec.name}-scheduler",
-            env=scheduler_env(self.spec), restart="none",
+            "scheduler",
+            ["scheduler", *args],
+            name=f"{self.spec.name}-scheduler",
+            env=scheduler_env(self.spec),
+            restart="none",
             mounts=self._mounts(sched.mounts),
             ports={8786: sched.port, 8787: sched.dashboard_port},
             extra_labels={labels.SPEC: json.dumps(self.spec.to_dict())},
-        )  # fmt: skip
+        )
         if self.spec.notebook.enabled:
             self._start_notebook()
 
     def _start_notebook(self) -> None:
         self._write_notebook_token()
         secret = self._secret(f"{self.spec.name}-notebook-token", self._notebook_token() or "")
-        env = {"DASK_SCHEDULER_ADDRESS": self._address_in_network(),
-               "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(self.spec)}  # fmt: skip
+        env = {
+            "DASK_SCHEDULER_ADDRESS": self._address_in_network(),
+            "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER,
+            **dask_tls_env(self.spec),
+        }
         self._create_service(
-            "notebook", ["notebook"], name=f"{self.spec.name}-notebook", env=env,
-            restart="on-failure", ports={8888: self.spec.notebook.port},
+            "notebook",
+            ["notebook"],
+            name=f"{self.spec.name}-notebook",
+            env=env,
+            restart="on-failure",
+            ports={8888: self.spec.notebook.port},
             secrets=[_secret_file(secret, TOKEN_IN_CONTAINER)],
             mounts=self._mounts(self.spec.workers[0].mounts),
-        )  # fmt: skip
+        )
 
     def _create_tls_secrets(self) -> None:
         folder = tls_files(self.spec.name).ca.parent
@@ -204,12 +223,20 @@ class SwarmBackend(ContainerBackend):
             args = [*worker_args(group), *tls_args(self.spec)]
             limits = container_limits(group)
             service = self._create_service(
-                "worker", ["worker", self._address_in_network(), *args], name=name,
-                group=group, env=group.env, restart="on-failure", replicas=n,
-                hostname=WORKER_HOSTNAME, mounts=self._mounts(group.mounts),
-                resources={"cpu_limit": int(limits["cpus"] * 1e9) if "cpus" in limits else None,
-                           "mem_limit": limits.get("mem_limit")},
-            )  # fmt: skip
+                "worker",
+                ["worker", self._address_in_network(), *args],
+                name=name,
+                group=group,
+                env=group.env,
+                restart="on-failure",
+                replicas=n,
+                hostname=WORKER_HOSTNAME,
+                mounts=self._mounts(group.mounts),
+                resources={
+                    "cpu_limit": int(limits["cpus"] * 1e9) if "cpus" in limits else None,
+                    "mem_limit": limits.get("mem_limit"),
+                },
+            )
             before: set[str] = set()
         else:
             before = {m.name for m in self._members_of(service)}
@@ -338,24 +365,36 @@ class SwarmBackend(ContainerBackend):
         own = self._labels(role, group.name if group else None)
         endpoint = EndpointSpec(mode="dnsrr")  # a VIP needs IPVS, like the routing mesh
         endpoint["Ports"] = [
-            {"Protocol": "tcp", "TargetPort": inside, "PublishMode": "host",
-             **({"PublishedPort": outside} if outside else {})}
+            {
+                "Protocol": "tcp",
+                "TargetPort": inside,
+                "PublishMode": "host",
+                **({"PublishedPort": outside} if outside else {}),
+            }
             for inside, outside in (ports or {}).items()
-        ]  # fmt: skip
+        ]
         with engine.engine_errors(f"creating service {name}"):
             return self.client.services.create(
-                image, args=command, name=name, hostname=hostname or name, env=env,
-                labels={**own, **(extra_labels or {})}, container_labels=own,
-                networks=[self._network], endpoint_spec=endpoint, user=container_user(),
+                image,
+                args=command,
+                name=name,
+                hostname=hostname or name,
+                env=env,
+                labels={**own, **(extra_labels or {})},
+                container_labels=own,
+                networks=[self._network],
+                endpoint_spec=endpoint,
+                user=container_user(),
                 mode=ServiceMode("replicated", replicas=replicas),
                 restart_policy=RestartPolicy(condition=restart, delay=1_000_000_000),
-                mounts=[Mount(target=m["bind"], source=source, type="bind",
-                              read_only=m["mode"] == "ro")
-                        for source, m in (mounts or {}).items()],
+                mounts=[
+                    Mount(target=m["bind"], source=source, type="bind", read_only=m["mode"] == "ro")
+                    for source, m in (mounts or {}).items()
+                ],
                 secrets=[*self._tls_secret_files(), *(secrets or [])],
                 resources=Resources(**resources) if resources else None,
                 cap_drop=["ALL"],
-            )  # fmt: skip
+            )
 
     def _add_replicas(self, service: Any, delta: int) -> None:
         """Change the replica count by ``delta`` and nothing else.
@@ -369,20 +408,27 @@ class SwarmBackend(ContainerBackend):
         replicas = spec["Mode"]["Replicated"]["Replicas"] + delta
         with engine.engine_errors(f"scaling service {spec['Name']} to {replicas}"):
             self.client.api.update_service(
-                service.id, current["Version"]["Index"], name=spec["Name"],
-                labels=spec.get("Labels"), task_template=spec["TaskTemplate"],
+                service.id,
+                current["Version"]["Index"],
+                name=spec["Name"],
+                labels=spec.get("Labels"),
+                task_template=spec["TaskTemplate"],
                 mode={"Replicated": {"Replicas": replicas}},
                 endpoint_spec=spec.get("EndpointSpec"),
-            )  # fmt: skip
+            )
         service.reload()
 
     def _tls_secret_files(self) -> list[Any]:
         if not self.spec.security.tls:
             return []
-        found = {s.name: s for s in self.client.secrets.list(
-            filters=labels.filters(self.kind, self.spec.name))}  # fmt: skip
-        return [_secret_file(found[f"{self.spec.name}-tls-{file}"], f"{TLS_IN_CONTAINER}/{file}")
-                for file in TLS_FILES]  # fmt: skip
+        found = {
+            s.name: s
+            for s in self.client.secrets.list(filters=labels.filters(self.kind, self.spec.name))
+        }
+        return [
+            _secret_file(found[f"{self.spec.name}-tls-{file}"], f"{TLS_IN_CONTAINER}/{file}")
+            for file in TLS_FILES
+        ]
 
     def _service(self, name: str) -> Any | None:
         found = self.client.services.list(
@@ -454,10 +500,11 @@ def _current_tasks(service: Any) -> list[dict[str, Any]]:
     if service.attrs["Spec"]["Labels"].get(labels.ROLE) != "worker":
         return list(latest.values())
     return [
-        t for t in latest.values()
+        t
+        for t in latest.values()
         if t["DesiredState"] in ("ready", "running")
         or (t["DesiredState"] == "shutdown" and t["Status"]["State"] == "complete")
-    ]  # fmt: skip
+    ]
 
 
 def _running(task: dict[str, Any], role: str) -> bool:

@@ -38,13 +38,35 @@ from clusterctl.errors import ClusterctlError, UserInputError
 
 ROLES = ("scheduler", "worker", "notebook")
 # What Dask compares between client, scheduler and workers, and what tasks commonly need.
-LOCKED_PACKAGES = ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz", "lz4",
-                   "numpy", "pandas", "pyarrow", "bokeh", "psutil")  # fmt: skip
+LOCKED_PACKAGES = (
+    "dask",
+    "distributed",
+    "cloudpickle",
+    "msgpack",
+    "tornado",
+    "toolz",
+    "lz4",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "bokeh",
+    "psutil",
+)
 # pip is installed in the notebook; scheduler and worker run it from its wheel when needed.
 NOTEBOOK_PACKAGES = ("jupyterlab", "dask-labextension", "pip")
 # Shared libraries the interpreter's extension modules link against (Debian bookworm names).
-BASE_PACKAGES = ("tini", "ca-certificates", "libssl3", "libffi8", "libsqlite3-0", "libbz2-1.0",
-                 "libncursesw6", "libreadline8", "libexpat1", "libnsl2")  # fmt: skip
+BASE_PACKAGES = (
+    "tini",
+    "ca-certificates",
+    "libssl3",
+    "libffi8",
+    "libsqlite3-0",
+    "libbz2-1.0",
+    "libncursesw6",
+    "libreadline8",
+    "libexpat1",
+    "libnsl2",
+)
 # The Dockerfiles, entrypoint and dask config: package data, beside this module.
 IMAGES_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = IMAGES_DIR.parent
@@ -152,8 +174,7 @@ def image_sizes_mb(names: Iterable[str]) -> dict[str, int]:
 def _build(client: Any, context: Path, progress: Progress, **kwargs: Any) -> None:
     """``docker build`` through the SDK, its output passed to ``progress``."""
     lines: list[str] = []
-    for chunk in client.api.build(path=str(context), rm=True, forcerm=True, decode=True,
-                                  **kwargs):  # fmt: skip
+    for chunk in client.api.build(path=str(context), rm=True, forcerm=True, decode=True, **kwargs):
         if "error" in chunk:
             tail = "".join(lines[-15:])
             raise ClusterctlError(f"building {kwargs.get('tag')} failed: {chunk['error']}\n{tail}")
@@ -166,8 +187,9 @@ def _build(client: Any, context: Path, progress: Progress, **kwargs: Any) -> Non
 # --- step 1: the offline base ---------------------------------------------------------------
 
 
-def build_base(release: str = "bookworm", mirror: str | None = None,
-               progress: Progress = print) -> str:  # fmt: skip
+def build_base(
+    release: str = "bookworm", mirror: str | None = None, progress: Progress = print
+) -> str:
     """Make ``clusterctl-base:<release>-py<X.Y.Z>`` from Debian's archive; return its name."""
     check_release(release)
     if mirror is not None:
@@ -184,13 +206,25 @@ def build_base(release: str = "bookworm", mirror: str | None = None,
         progress(f"debootstrap {release} from {mirror}")
         debs = _cache_dir() / "debs"
         debs.mkdir(exist_ok=True)
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-              f"--cache-dir={debs}", release, str(rootfs), mirror], progress)  # fmt: skip
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                f"--cache-dir={debs}",
+                release,
+                str(rootfs),
+                mirror,
+            ],
+            progress,
+        )
         progress("copying this client's Python interpreter into the image")
         _copy_interpreter(rootfs / "usr" / "local")
         _run(["chroot", str(rootfs), "ldconfig"], progress)
-        check = ("import sys, ssl, sqlite3, ctypes, lzma, bz2, zlib, uuid, decimal, readline; "
-                 "print(sys.version.split()[0])")  # fmt: skip
+        check = (
+            "import sys, ssl, sqlite3, ctypes, lzma, bz2, zlib, uuid, decimal, readline; "
+            "print(sys.version.split()[0])"
+        )
         version = _run(["chroot", str(rootfs), "/usr/local/bin/python3", "-c", check], progress)
         if version.strip() != platform.python_version():
             raise ClusterctlError(f"the interpreter in the base runs Python {version.strip()}")
@@ -199,11 +233,16 @@ def build_base(release: str = "bookworm", mirror: str | None = None,
         _run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(archive), "."], progress)
         progress(f"docker import as {name}")
         client.api.import_image_from_file(
-            str(archive), repository=name.split(":")[0], tag=name.split(":")[1],
-            changes=["ENV LANG=C.UTF-8", 'CMD ["/bin/sh"]',
-                     f'LABEL org.opencontainers.image.description="Debian {release} with '
-                     f'Python {platform.python_version()}, made by clusterctl image base"'],
-        )  # fmt: skip
+            str(archive),
+            repository=name.split(":")[0],
+            tag=name.split(":")[1],
+            changes=[
+                "ENV LANG=C.UTF-8",
+                'CMD ["/bin/sh"]',
+                f'LABEL org.opencontainers.image.description="Debian {release} with '
+                f'Python {platform.python_version()}, made by clusterctl image base"',
+            ],
+        )
     return name
 
 
@@ -256,8 +295,17 @@ def _copy_interpreter(prefix: Path) -> None:
     """This Python's executable, shared library and standard library into ``prefix``."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stdlib = Path(sysconfig.get_paths(vars={"installed_base": sys.base_prefix})["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "idlelib", "tkinter", "turtledemo",
-            "lib2to3", "ensurepip", "__phello__"}  # fmt: skip
+    skip = {
+        "site-packages",
+        "dist-packages",
+        "test",
+        "idlelib",
+        "tkinter",
+        "turtledemo",
+        "lib2to3",
+        "ensurepip",
+        "__phello__",
+    }
     target = prefix / "lib" / f"python{version}"
 
     def ignore(folder: str, names: list[str]) -> set[str]:
@@ -289,9 +337,17 @@ def _copy_interpreter(prefix: Path) -> None:
 
 def _trim_rootfs(rootfs: Path) -> None:
     # gconv: glibc's iconv modules; Python brings its own codecs.
-    for rel in ("var/lib/apt/lists", "var/cache/apt", "var/log", "usr/share/man",
-                "usr/share/info", "usr/share/locale", "usr/share/lintian", "tmp",
-                "usr/lib/x86_64-linux-gnu/gconv"):  # fmt: skip
+    for rel in (
+        "var/lib/apt/lists",
+        "var/cache/apt",
+        "var/log",
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+        "usr/share/lintian",
+        "tmp",
+        "usr/lib/x86_64-linux-gnu/gconv",
+    ):
         folder = rootfs / rel
         if folder.is_dir():
             for child in folder.iterdir():
@@ -309,8 +365,13 @@ def _trim_rootfs(rootfs: Path) -> None:
 # --- steps 2 and 3: runtime and role images -------------------------------------------------
 
 
-def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool = False,
-                 sync: bool = False, progress: Progress = print) -> dict[str, str]:  # fmt: skip
+def build_images(
+    base: str | None = None,
+    extra: Iterable[str] = (),
+    fresh: bool = False,
+    sync: bool = False,
+    progress: Progress = print,
+) -> dict[str, str]:
     """Build the scheduler, worker and notebook images for this client; return their names.
 
     ``base``: an image with this client's Python at /usr/local/bin/python3; ``"debian"``
@@ -349,16 +410,26 @@ def build_images(base: str | None = None, extra: Iterable[str] = (), fresh: bool
         for i, (role, name) in enumerate(runtimes.items()):
             progress(f"building {name} from {base}")
             # fresh: the first target rebuilds the shared stages; the others reuse them
-            _build(client, wheelhouse, progress, dockerfile="Dockerfile.runtime", target=role,
-                   tag=name, buildargs=buildargs, pull=False, nocache=fresh and i == 0)  # fmt: skip
+            _build(
+                client,
+                wheelhouse,
+                progress,
+                dockerfile="Dockerfile.runtime",
+                target=role,
+                tag=name,
+                buildargs=buildargs,
+                pull=False,
+                nocache=fresh and i == 0,
+            )
     if unavailable := _lines(_wheelhouse_dir(lock) / "unavailable.txt"):
         progress(f"not in the images, no wheel to be had for: {', '.join(unavailable)}")
     names = {role: image_name(role, lock.tag) for role in ROLES}
 
     def build_role(role: str) -> None:
         progress(f"building {names[role]}")
-        _build(client, context, progress, tag=names[role],
-               buildargs={"RUNTIME_IMAGE": runtimes[role]})  # fmt: skip
+        _build(
+            client, context, progress, tag=names[role], buildargs={"RUNTIME_IMAGE": runtimes[role]}
+        )
         client.images.get(names[role]).tag(f"clusterctl-{role}", "latest")
 
     with tempfile.TemporaryDirectory(prefix="clusterctl-app-") as tmp:
@@ -407,8 +478,20 @@ def build_wheelhouse(lock: Lock, fresh: bool = False, progress: Progress = print
             progress=progress,
         )
         if not list(wheels.glob("pip-*.whl")):  # pip wheel leaves pip out when it is installed
-            _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest",
-                  str(wheels), f"pip=={lock.notebook['pip']}"], progress)  # fmt: skip
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--dest",
+                    str(wheels),
+                    f"pip=={lock.notebook['pip']}",
+                ],
+                progress,
+            )
         pins = sorted(_pin_of_wheel(w.name) for w in wheels.glob("*.whl"))
         for whl in wheels.glob("*.whl"):  # the build context wants them at its top
             whl.rename(folder / whl.name)
@@ -559,8 +642,10 @@ def package_files(package: Path) -> list[Path]:
     try:
         listed = subprocess.run(
             ["git", "-C", str(package), "ls-files", "-z"],  # paths relative to package
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):  # no git here
         listed = None
     if listed is not None and listed.returncode == 0 and listed.stdout:
@@ -571,8 +656,11 @@ def package_files(package: Path) -> list[Path]:
 
 def _source() -> str:
     """Where the images' clusterctl came from: its git remote, else its folder."""
-    result = subprocess.run(["git", "-C", str(PACKAGE_DIR), "remote", "get-url", "origin"],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["git", "-C", str(PACKAGE_DIR), "remote", "get-url", "origin"],
+        capture_output=True,
+        text=True,
+    )
     return result.stdout.strip() if result.returncode == 0 else str(PACKAGE_DIR)
 
 

@@ -132,12 +132,15 @@ def render(
     services = {"scheduler": scheduler}
     for group in spec.workers:
         services[group.name] = service(
-            "worker", group,
+            "worker",
+            group,
             command=["worker", address, *worker_args(group), *tls_args(spec)],
             **({"environment": dict(group.env)} if group.env else {}),
             **container_limits(group),
-            scale=group.count, restart="on-failure", depends_on=healthy(),
-        )  # fmt: skip
+            scale=group.count,
+            restart="on-failure",
+            depends_on=healthy(),
+        )
     if spec.notebook.enabled:
         env = {"DASK_SCHEDULER_ADDRESS": address}
         if dashboard is None and sched.dashboard_port:
@@ -147,10 +150,13 @@ def render(
         if managed:
             env |= {"JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(spec)}
         notebook = service(
-            "notebook", command=["notebook"], environment=env,
+            "notebook",
+            command=["notebook"],
+            environment=env,
             ports=[port(spec.notebook.port, 8888, "NOTEBOOK")],
-            restart="on-failure", depends_on=healthy(),
-        )  # fmt: skip
+            restart="on-failure",
+            depends_on=healthy(),
+        )
         if managed:
             notebook["container_name"] = f"{spec.name}-notebook"
             token = state.cluster_dir(spec.name) / "notebook"

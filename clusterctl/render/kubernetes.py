@@ -47,11 +47,17 @@ OPERATOR_API = "kubernetes.dask.org/v1"
 OPERATOR_APP = "dask-kubernetes-operator"  # its pods' app.kubernetes.io/name (Helm chart)
 OPERATOR_NAMESPACE = "dask-operator"  # where its install guide puts it
 # Dask's default scheduler routes plus the HTTP API the operator calls (dask-kubernetes#807).
-OPERATOR_ROUTES = json.dumps([
-    "distributed.http.scheduler.prometheus", "distributed.http.scheduler.info",
-    "distributed.http.scheduler.json", "distributed.http.health", "distributed.http.proxy",
-    "distributed.http.statics", "distributed.http.scheduler.api",
-])  # fmt: skip
+OPERATOR_ROUTES = json.dumps(
+    [
+        "distributed.http.scheduler.prometheus",
+        "distributed.http.scheduler.info",
+        "distributed.http.scheduler.json",
+        "distributed.http.health",
+        "distributed.http.proxy",
+        "distributed.http.statics",
+        "distributed.http.scheduler.api",
+    ]
+)
 
 HEADER = """\
 # A Dask cluster for Kubernetes: {apply}
