@@ -255,6 +255,10 @@ def cli_command(*args: str) -> list[str]:
     ]
 
 
+# `up` flags for a scheduler on free ports (tests must not collide on 8786 and 8787)
+FREE_PORTS = ("--port", "0", "--dashboard-port", "0")
+
+
 def run_cli(
     *args: str, check: bool = True, timeout: float = 180, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import pytest
 
 from clusterctl import state
 from clusterctl.backends.base import port_is_free
-from tests.conftest import free_port, run_cli
+from tests.conftest import FREE_PORTS, free_port, run_cli
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]  # each test runs `clusterctl up`
 
@@ -122,18 +122,7 @@ def test_dead_scheduler_is_reported_and_down_cleans_up():
 @pytest.mark.fault("down twice")
 def test_down_all_and_down_twice():
     for name in ("a1", "a2"):
-        run_cli(
-            "up",
-            "--name",
-            name,
-            "--workers",
-            "1",
-            "--port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--no-wait",
-        )
+        run_cli("up", "--name", name, "--workers", "1", *FREE_PORTS, "--no-wait")
     out = run_cli("down", "--all").stdout
     assert "'a1' is down" in out and "'a2' is down" in out
     again = run_cli("down", "a1")

@@ -23,7 +23,7 @@ import pytest
 import clusterctl
 from clusterctl import processes, state, supervisor
 from clusterctl.backends import survey
-from tests.conftest import assert_client_refused, cli_command, run_cli
+from tests.conftest import FREE_PORTS, assert_client_refused, cli_command, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.bad_input, pytest.mark.timeout(300)]
 
@@ -33,19 +33,7 @@ needs_root = pytest.mark.skipif(
 
 
 def up(name: str, *extra: str, env: dict[str, str] | None = None) -> None:
-    run_cli(
-        "up",
-        "--name",
-        name,
-        "--workers",
-        "1",
-        "--port",
-        "0",
-        "--dashboard-port",
-        "0",
-        *extra,
-        env=env,
-    )
+    run_cli("up", "--name", name, "--workers", "1", *FREE_PORTS, *extra, env=env)
 
 
 def marked(name: str, home: Path | None = None) -> list[psutil.Process]:
@@ -424,17 +412,7 @@ def test_a_symlinked_file_in_our_own_folder_is_never_written_through(bystander, 
     target = tmp_path / "target.txt"
     target.write_text("untouched\n")
     (logs / "scheduler.log").symlink_to(target)
-    refused = run_cli(
-        "up",
-        "--name",
-        "victim",
-        "--port",
-        "0",
-        "--dashboard-port",
-        "0",
-        check=False,
-        env=state_env(home),
-    )
+    refused = run_cli("up", "--name", "victim", *FREE_PORTS, check=False, env=state_env(home))
     assert_rejected(refused, 2, "is damaged")
     assert target.read_text() == "untouched\n"
     assert run_cli("down", "victim", env=state_env(home)).returncode == 0
@@ -448,17 +426,7 @@ def test_an_unusable_state_home_is_a_message(bystander, tmp_path, case):
     home = tmp_path / "file" if case == "a-file" else Path("/proc/clusterctl-state")
     if case == "a-file":
         home.write_text("not a folder")
-    up_ = run_cli(
-        "up",
-        "--name",
-        "x",
-        "--port",
-        "0",
-        "--dashboard-port",
-        "0",
-        check=False,
-        env=state_env(home),
-    )
+    up_ = run_cli("up", "--name", "x", *FREE_PORTS, check=False, env=state_env(home))
     assert_rejected(up_, 2, "state folder")
     listed = run_cli("list", check=False, env=state_env(home))  # none there, or a message
     assert listed.returncode in (0, 2) and "Traceback" not in listed.stderr, listed.stderr

@@ -21,20 +21,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from clusterctl import engine, labels, waiting
+from clusterctl import engine, labels, launch, waiting
 from clusterctl.backends.base import Member
 from clusterctl.backends.containers import ContainerBackend, share_with_containers
 from clusterctl.errors import ClusterctlError, UserInputError
-from clusterctl.launch import (
-    TLS_IN_CONTAINER,
-    TOKEN_IN_CONTAINER,
-    container_limits,
-    container_user,
-    dask_tls_env,
-    scheduler_env,
-    tls_args,
-    worker_args,
-)
 from clusterctl.security import tls_files
 from clusterctl.spec import WorkerGroup
 
@@ -51,14 +41,14 @@ class DockerBackend(ContainerBackend):
         args = ["--port", "8786"]
         if self.spec.security.tls:
             share_with_containers(tls_files(self.spec.name).ca.parent)
-            args += ["--protocol", "tls", *tls_args(self.spec)]
+            args += ["--protocol", "tls", *launch.tls_args(self.spec)]
         self._run(
             self._image("scheduler"),
             ["scheduler", *args],
             name=f"{self.spec.name}-scheduler",
             role="scheduler",
             restart=False,
-            environment=scheduler_env(self.spec),
+            environment=launch.scheduler_env(self.spec),
             extra_volumes=self._mounts(sched.mounts),
             ports={
                 "8786/tcp": (sched.host, sched.port or None),
@@ -103,12 +93,11 @@ class DockerBackend(ContainerBackend):
         env = {
             "DASK_SCHEDULER_ADDRESS": self._address_in_network(),
             "CLUSTERCTL_DASHBOARD_URL": f"http://{dashboard}",
-            "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER,
-            **dask_tls_env(self.spec),
+            "JUPYTER_TOKEN_FILE": launch.TOKEN_IN_CONTAINER,
+            **launch.dask_tls_env(self.spec),
         }
-        volumes = {
-            str(token_file.parent): {"bind": os.path.dirname(TOKEN_IN_CONTAINER), "mode": "ro"}
-        }
+        inside = os.path.dirname(launch.TOKEN_IN_CONTAINER)
+        volumes = {str(token_file.parent): {"bind": inside, "mode": "ro"}}
         volumes.update(self._mounts(self.spec.workers[0].mounts))
         self._run(
             self._image("notebook"),
@@ -143,8 +132,8 @@ class DockerBackend(ContainerBackend):
         existing = [m.name for m in self.members() if m.group == group.name]
         first = max((int(x.rsplit("-", 1)[1]) for x in existing), default=0) + 1
         names = [f"{self.spec.name}-{group.name}-{i}" for i in range(first, first + n)]
-        args = [*worker_args(group), *tls_args(self.spec)]
-        limits = container_limits(group)
+        args = [*launch.worker_args(group), *launch.tls_args(self.spec)]
+        limits = launch.container_limits(group)
         if "cpus" in limits:
             limits["nano_cpus"] = int(limits.pop("cpus") * 1e9)
 
@@ -218,7 +207,7 @@ class DockerBackend(ContainerBackend):
         volumes = dict(extra_volumes or {})
         if self.spec.security.tls:
             folder = tls_files(self.spec.name).ca.parent
-            volumes[str(folder)] = {"bind": TLS_IN_CONTAINER, "mode": "ro"}
+            volumes[str(folder)] = {"bind": launch.TLS_IN_CONTAINER, "mode": "ro"}
         with engine.engine_errors(f"starting container {name}"):
             return self.client.containers.run(
                 image,
@@ -229,7 +218,7 @@ class DockerBackend(ContainerBackend):
                 network=self._network,
                 labels={**self._labels(role, group), **(extra_labels or {})},
                 volumes=volumes,
-                user=container_user(),
+                user=launch.container_user(),
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 restart_policy={"Name": "on-failure"} if restart else {"Name": "no"},

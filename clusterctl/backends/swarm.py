@@ -33,20 +33,10 @@ from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
-from clusterctl import engine, labels, state, waiting
+from clusterctl import engine, labels, launch, state, waiting
 from clusterctl.backends.base import Member
 from clusterctl.backends.containers import ContainerBackend
 from clusterctl.errors import ClusterctlError, UserInputError
-from clusterctl.launch import (
-    TLS_IN_CONTAINER,
-    TOKEN_IN_CONTAINER,
-    container_limits,
-    container_user,
-    dask_tls_env,
-    scheduler_env,
-    tls_args,
-    worker_args,
-)
 from clusterctl.render.stack import WORKER_HOSTNAME
 from clusterctl.security import tls_files
 from clusterctl.spec import WorkerGroup
@@ -107,12 +97,12 @@ class SwarmBackend(ContainerBackend):
         args = ["--port", "8786"]
         if self.spec.security.tls:
             self._create_tls_secrets()
-            args += ["--protocol", "tls", *tls_args(self.spec)]
+            args += ["--protocol", "tls", *launch.tls_args(self.spec)]
         self._create_service(
             "scheduler",
             ["scheduler", *args],
             name=f"{self.spec.name}-scheduler",
-            env=scheduler_env(self.spec),
+            env=launch.scheduler_env(self.spec),
             restart="none",
             mounts=self._mounts(sched.mounts),
             ports={8786: sched.port, 8787: sched.dashboard_port},
@@ -126,8 +116,8 @@ class SwarmBackend(ContainerBackend):
         secret = self._secret(f"{self.spec.name}-notebook-token", self._notebook_token() or "")
         env = {
             "DASK_SCHEDULER_ADDRESS": self._address_in_network(),
-            "JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER,
-            **dask_tls_env(self.spec),
+            "JUPYTER_TOKEN_FILE": launch.TOKEN_IN_CONTAINER,
+            **launch.dask_tls_env(self.spec),
         }
         self._create_service(
             "notebook",
@@ -136,7 +126,7 @@ class SwarmBackend(ContainerBackend):
             env=env,
             restart="on-failure",
             ports={8888: self.spec.notebook.port},
-            secrets=[_secret_file(secret, TOKEN_IN_CONTAINER)],
+            secrets=[_secret_file(secret, launch.TOKEN_IN_CONTAINER)],
             mounts=self._mounts(self.spec.workers[0].mounts),
         )
 
@@ -220,8 +210,8 @@ class SwarmBackend(ContainerBackend):
         name = f"{self.spec.name}-{group.name}"
         service = self._service(name)
         if service is None:
-            args = [*worker_args(group), *tls_args(self.spec)]
-            limits = container_limits(group)
+            args = [*launch.worker_args(group), *launch.tls_args(self.spec)]
+            limits = launch.container_limits(group)
             service = self._create_service(
                 "worker",
                 ["worker", self._address_in_network(), *args],
@@ -384,7 +374,7 @@ class SwarmBackend(ContainerBackend):
                 container_labels=own,
                 networks=[self._network],
                 endpoint_spec=endpoint,
-                user=container_user(),
+                user=launch.container_user(),
                 mode=ServiceMode("replicated", replicas=replicas),
                 restart_policy=RestartPolicy(condition=restart, delay=1_000_000_000),
                 mounts=[
@@ -426,7 +416,7 @@ class SwarmBackend(ContainerBackend):
             for s in self.client.secrets.list(filters=labels.filters(self.kind, self.spec.name))
         }
         return [
-            _secret_file(found[f"{self.spec.name}-tls-{file}"], f"{TLS_IN_CONTAINER}/{file}")
+            _secret_file(found[f"{self.spec.name}-tls-{file}"], f"{launch.TLS_IN_CONTAINER}/{file}")
             for file in TLS_FILES
         ]
 

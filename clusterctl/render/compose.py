@@ -23,19 +23,9 @@ from typing import Any
 
 import yaml
 
-from clusterctl import images, state
+from clusterctl import images, launch, state
 from clusterctl.errors import UserInputError
 from clusterctl.labels import BACKEND, CLUSTER, GROUP, ROLE, SPEC
-from clusterctl.launch import (
-    TLS_IN_CONTAINER,
-    TOKEN_IN_CONTAINER,
-    container_limits,
-    container_user,
-    dask_tls_env,
-    scheduler_env,
-    tls_args,
-    worker_args,
-)
 from clusterctl.security import tls_files
 from clusterctl.spec import ClusterSpec, WorkerGroup
 
@@ -100,7 +90,7 @@ def render(
         mounts = sched.mounts if role == "scheduler" else (group or spec.workers[0]).mounts
         volumes = [str(m) for m in mounts]
         if spec.security.tls:
-            volumes.append(f"{tls_files(spec.name).ca.parent}:{TLS_IN_CONTAINER}:ro")
+            volumes.append(f"{tls_files(spec.name).ca.parent}:{launch.TLS_IN_CONTAINER}:ro")
         default = images.image_name(role, tag) if tag else images.default_image(role)
         image = group.image if group and group.image else default
         if not managed and image == default:
@@ -115,13 +105,13 @@ def render(
         if volumes:
             out["volumes"] = volumes
         if managed:
-            out["user"] = container_user()
+            out["user"] = launch.container_user()
         return out
 
     scheduler = service(
         "scheduler",
-        command=["scheduler", "--port", "8786", *tls_args(spec)],
-        environment=scheduler_env(spec),
+        command=["scheduler", "--port", "8786", *launch.tls_args(spec)],
+        environment=launch.scheduler_env(spec),
         ports=[port(sched.port, 8786, "SCHEDULER"), port(sched.dashboard_port, 8787, "DASHBOARD")],
     )
     if spec.security.tls:
@@ -134,9 +124,9 @@ def render(
         services[group.name] = service(
             "worker",
             group,
-            command=["worker", address, *worker_args(group), *tls_args(spec)],
+            command=["worker", address, *launch.worker_args(group), *launch.tls_args(spec)],
             **({"environment": dict(group.env)} if group.env else {}),
-            **container_limits(group),
+            **launch.container_limits(group),
             scale=group.count,
             restart="on-failure",
             depends_on=healthy(),
@@ -148,7 +138,7 @@ def render(
         if dashboard:  # where a browser on this machine finds the dashboard
             env["CLUSTERCTL_DASHBOARD_URL"] = own(f"http://{dashboard}")
         if managed:
-            env |= {"JUPYTER_TOKEN_FILE": TOKEN_IN_CONTAINER, **dask_tls_env(spec)}
+            env |= {"JUPYTER_TOKEN_FILE": launch.TOKEN_IN_CONTAINER, **launch.dask_tls_env(spec)}
         notebook = service(
             "notebook",
             command=["notebook"],
@@ -160,7 +150,7 @@ def render(
         if managed:
             notebook["container_name"] = f"{spec.name}-notebook"
             token = state.cluster_dir(spec.name) / "notebook"
-            inside = os.path.dirname(TOKEN_IN_CONTAINER)
+            inside = os.path.dirname(launch.TOKEN_IN_CONTAINER)
             notebook.setdefault("volumes", []).append(f"{token}:{inside}:ro")
         services["notebook"] = notebook
     out: dict[str, Any] = {"services": services}
