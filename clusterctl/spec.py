@@ -164,9 +164,9 @@ class ClusterSpec:
     def placeholder(cls, name: str, backend: str) -> ClusterSpec:
         """The packaged defaults under this name and backend: what is known of a cluster
         whose own spec can't be read, enough to find and remove what is left of it."""
-        from clusterctl.config import DEFAULTS_FILE
+        from clusterctl.config import packaged_defaults
 
-        defaults = yaml.safe_load(DEFAULTS_FILE.read_text())["clusterctl"]
+        defaults = packaged_defaults()
         data = _normalise({**defaults, "name": name, "backend": backend}, _SPEC_KEYS, "", "")
         return _build(data, stored=True)
 
@@ -389,9 +389,9 @@ def _setting(data: Mapping[str, Any], key: str, where: str, stored: bool) -> Any
     """A field added after clusters were first stored: a stored spec without it (a cluster
     started by an earlier version) gets the packaged default."""
     if stored and key not in data:
-        from clusterctl.config import DEFAULTS_FILE
+        from clusterctl.config import packaged_defaults
 
-        defaults = yaml.safe_load(DEFAULTS_FILE.read_text())["clusterctl"]
+        defaults = packaged_defaults()
         return (defaults[where] if where != "spec" else defaults)[key.replace("_", "-")]
     return _need(data, key, where)
 
