@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from clusterctl import labels, waiting
@@ -52,11 +52,18 @@ def log_lines(container: Any, follow: bool = False) -> Iterator[str]:
     if not follow:
         yield from container.logs().decode(errors="replace").splitlines()
         return
+    yield from lines_of(container.logs(stream=True, follow=True))
+
+
+def lines_of(chunks: Iterable[bytes]) -> Iterator[str]:
+    """A log streamed in chunks, line by line."""
     buffer = b""
-    for chunk in container.logs(stream=True, follow=True):
+    for chunk in chunks:
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         yield from (line.decode(errors="replace") for line in lines)
+    if buffer:
+        yield buffer.decode(errors="replace")
 
 
 def client_or_none() -> Any | None:

@@ -86,6 +86,15 @@ class SecuritySpec:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a group's workers may run on a swarm: constraints in swarm's own syntax
+    (``node.labels.pool==big``, ``node.role!=manager``) and at most how many on one node."""
+
+    constraints: tuple[str, ...] = ()
+    max_replicas_per_node: int | None = None
+
+
+@dataclass(frozen=True)
 class WorkerGroup:
     """A set of identical workers; a cluster has one or more groups."""
 
@@ -99,6 +108,7 @@ class WorkerGroup:
     env: dict[str, str]
     image: str | None
     mounts: tuple[Mount, ...]
+    placement: Placement
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,7 @@ _WORKER_KEYS = {
     "env",
     "image",
     "mounts",
+    "placement",
 }
 _SPEC_KEYS: dict[str, Any] = {
     "name": None,
@@ -477,7 +488,41 @@ def _build_group(name: str, g: dict[str, Any], stored: bool, here: bool) -> Work
         env=_check_mapping(g.get("env") or {}, f"{p}.env", _check_env),
         image=_check_image(g.get("image"), f"{p}.image"),
         mounts=_check_mounts(g.get("mounts") or [], f"{p}.mounts", stored),
+        placement=_check_placement(g.get("placement") or {}, f"{p}.placement"),
     )
+
+
+# What a swarm placement constraint may test, and how (as `docker service create` takes it)
+_CONSTRAINT = re.compile(
+    r"(node\.(id|hostname|role|platform\.os|platform\.arch)|(node|engine)\.labels\.[\w.-]+)"
+    r" *(==|!=) *[\w.:/-]+"
+)
+
+
+def _check_placement(value: Any, where: str) -> Placement:
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where}: must be a mapping, got {describe(value)}")
+    data = {str(key).replace("-", "_"): v for key, v in value.items()}
+    if unknown := set(data) - {"constraints", "max_replicas_per_node"}:
+        raise SpecError(
+            f"{where}.{_field(sorted(unknown)[0])}: unknown field; "
+            "allowed: constraints, max-replicas-per-node"
+        )
+    constraints = data.get("constraints") or []
+    if not isinstance(constraints, (list, tuple)) or len(constraints) > 32:
+        raise SpecError(
+            f"{where}.constraints: must be a list of at most 32, got {describe(constraints)}"
+        )
+    for i, constraint in enumerate(constraints):
+        if not isinstance(constraint, str) or not _CONSTRAINT.fullmatch(constraint):
+            raise SpecError(
+                f"{where}.constraints[{i}]: must be a swarm constraint such as "
+                f"node.labels.pool==big or node.role!=manager, got {describe(constraint)}"
+            )
+    most = data.get("max_replicas_per_node")
+    if most is not None:
+        most = _check_int(most, f"{where}.max-replicas-per-node", 1, MAX_WORKERS)
+    return Placement(constraints=tuple(constraints), max_replicas_per_node=most)
 
 
 def describe(value: Any) -> str:

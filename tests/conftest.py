@@ -8,6 +8,7 @@ is left: no state folder and no process.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("XDG_STATE_HOME", None)
     else:
         os.environ["XDG_STATE_HOME"] = old
-    docker_left = docker_leftovers()
+    docker_left = docker_leftovers() + nodes_left()
     SUMMARY["left"] = len(leaked) + len(left) + len(docker_left)
     assert not leaked, f"processes left behind: {[p.cmdline() for p in leaked]}"
     assert not left, f"cluster state left behind: {left}"
@@ -90,10 +91,11 @@ NEEDS_BY_FIXTURE = {
     "docker_engine": "docker",
     "images": "images",
     "swarm": "swarm",  # tests/test_swarm.py: the engine in swarm mode
+    "nodes": "multinode",  # tests/test_multinode.py: scripts/nodes up 3
     "browser": "browser",  # tests/test_browser.py: headless chromium
 }
-# A need that implies another: the images and swarm mode are the engine's.
-IMPLIED = {"images": "docker", "swarm": "docker"}
+# A need that implies another: the images, swarm mode and the nodes are the engine's.
+IMPLIED = {"images": "docker", "swarm": "docker", "multinode": "docker"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -134,6 +136,18 @@ def docker_leftovers() -> list[str]:
     found += [f"network {n.name}" for n in client.networks.list(filters=label)]
     found += [f"volume {v.name}" for v in client.volumes.list(filters=label)]
     return found
+
+
+def nodes_left() -> list[str]:
+    """What scripts/nodes makes, if any is left: namespaces, the bridge, engines."""
+    if shutil.which("ip") is None:
+        return []  # no iproute2: scripts/nodes can't have run
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found = [f"netns {line.split()[0]}" for line in namespaces.splitlines() if "clnode" in line]
+    if subprocess.run(["ip", "link", "show", "clnodes-br"], capture_output=True).returncode == 0:
+        found.append("bridge clnodes-br")
+    engines = subprocess.run(["pgrep", "-f", "dockerd.*clusterctl-nodes"], capture_output=True)
+    return found + [f"dockerd {pid}" for pid in engines.stdout.split()]
 
 
 @pytest.fixture(scope="session")

@@ -116,6 +116,20 @@ SPEC_FILES: dict[str, tuple[str | bytes, str]] = {
         "workers: {a: {count: 600}, b: {count: 600}}\n",
         "at most 1000 workers in all groups together",
     ),
+    # swarm placement: constraints in swarm's syntax only, a sane cap
+    "placement-not-a-constraint": (
+        "worker: {placement: {constraints: ['node.labels.pool=big']}}\n",
+        "placement.constraints[0]: must be a swarm constraint",
+    ),
+    "placement-shell": (
+        "worker: {placement: {constraints: ['node.id==$(reboot)']}}\n",
+        "must be a swarm constraint",
+    ),
+    "placement-cap-zero": (
+        "worker: {placement: {max-replicas-per-node: 0}}\n",
+        "placement.max-replicas-per-node: must be a whole number from 1",
+    ),
+    "placement-unknown": ("worker: {placement: {spread: node.id}}\n", "placement.spread: unknown"),
     # mounts that hand the containers this machine
     "mount-root": ("worker: {mounts: ['/:/host']}\n", "may not mount / (the whole machine)"),
     "mount-root-read-only": ("worker: {mounts: ['/:/host:ro']}\n", "may not mount /"),

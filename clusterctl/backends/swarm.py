@@ -1,18 +1,20 @@
 """The swarm backend: a cluster as Docker Swarm services on one overlay network.
 
-The scheduler and the notebook are one-replica services; each worker group is a replicated
-service whose tasks are named ``<service>-<slot>`` (their hostname, hence their Dask name).
-Certificates and the notebook's token are swarm secrets, so they reach every node without
-bind mounts and never show in ``docker service inspect``. Services, secrets and the network
-carry the docker backend's labels; the scheduler service carries the spec.
+Every member is a one-replica service pinned to a node (a ``node.id==`` constraint): the
+scheduler and the notebook to the manager this machine talks to, each worker (named
+``<cluster>-<group>-<n>``, its hostname and Dask name) to the node chosen for it, the one
+with the fewest of its group's workers among the ready nodes that meet the group's
+``placement``. Certificates and the notebook's token are swarm secrets, so they reach every
+node without bind mounts and never show in ``docker service inspect``. Services, secrets and
+the network carry the docker backend's labels; the scheduler service carries the spec.
 
-Scale-down: ``docker service scale`` chooses the tasks it removes by itself (balance across
-nodes, then tasks that aren't running, then the highest slot), never by the data a worker
-holds. So the controller retires its chosen workers through the scheduler first; they exit
-0 and, under ``restart_policy: on-failure``, their tasks stay ``complete``, and lowering the
-replica count then removes exactly those (verified on Engine 20.10: the completed slots go,
-the running ones stay). A worker that won't exit is stopped with SIGTERM, on which
-``dask worker`` also exits 0.
+Why a service per worker, not a replicated service per group: lowering a service's replica
+count removes the tasks swarm picks, on the nodes holding the most replicas first, and not
+the workers the scheduler retired (swarmkit's replicated orchestrator, its reconcile: balance
+across nodes comes first). Removing a worker's own service removes exactly that worker. A
+worker whose node goes down is reported not running; the controller removes its service and
+starts a replacement on a node that is up (swarm can't move a pinned task), and when the
+node returns its engine drops the removed service's container.
 
 Ports are published in swarm's ``host`` mode, on the node that runs the task: the routing
 mesh (``ingress``) needs IPVS, which not every kernel has. Swarm can't bind a published port
@@ -28,8 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -37,7 +42,6 @@ from clusterctl import engine, labels, launch, state, waiting
 from clusterctl.backends.base import Member
 from clusterctl.backends.containers import ContainerBackend
 from clusterctl.errors import ClusterctlError, UserInputError
-from clusterctl.render.stack import WORKER_HOSTNAME
 from clusterctl.security import tls_files
 from clusterctl.spec import WorkerGroup
 
@@ -87,6 +91,8 @@ class SwarmBackend(ContainerBackend):
                 "run `docker swarm init`, or choose another backend"
             )
         super().preflight()
+        for group in self.spec.workers:  # every group fits the nodes, before anything starts
+            self._place(group, group.count, [])
 
     def start_scheduler(self) -> None:
         sched = self.spec.scheduler
@@ -106,6 +112,7 @@ class SwarmBackend(ContainerBackend):
             restart="none",
             mounts=self._mounts(sched.mounts),
             ports={8786: sched.port, 8787: sched.dashboard_port},
+            node=self._this_node,  # a manager: where this machine reaches its ports
             extra_labels={labels.SPEC: json.dumps(self.spec.to_dict())},
         )
         if self.spec.notebook.enabled:
@@ -126,6 +133,7 @@ class SwarmBackend(ContainerBackend):
             env=env,
             restart="on-failure",
             ports={8888: self.spec.notebook.port},
+            node=self._this_node,
             secrets=[_secret_file(secret, launch.TOKEN_IN_CONTAINER)],
             mounts=self._mounts(self.spec.workers[0].mounts),
         )
@@ -207,117 +215,161 @@ class SwarmBackend(ContainerBackend):
         return f"{protocol}://{self._node_address(task)}:{port}"
 
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
-        name = f"{self.spec.name}-{group.name}"
-        service = self._service(name)
-        if service is None:
-            args = [*launch.worker_args(group), *launch.tls_args(self.spec)]
-            limits = launch.container_limits(group)
-            service = self._create_service(
+        services = self._services()
+        workers = [s for s in services if _role(s) == "worker"]
+        nodes = self._place(group, n, services)  # before anything is made: all fit, or none
+        first = max((_number(s.name) for s in workers), default=0) + 1
+        names = [f"{self.spec.name}-{group.name}-{i}" for i in range(first, first + n)]
+        args = [*launch.worker_args(group), *launch.tls_args(self.spec)]
+        limits = launch.container_limits(group)
+        resources = {
+            "cpu_limit": int(limits["cpus"] * 1e9) if "cpus" in limits else None,
+            "mem_limit": limits.get("mem_limit"),
+        }
+
+        def start(name: str, node: str) -> None:
+            self._create_service(
                 "worker",
-                ["worker", self._address_in_network(), *args],
+                ["worker", self._address_in_network(), "--name", name, *args],
                 name=name,
                 group=group,
                 env=group.env,
                 restart="on-failure",
-                replicas=n,
-                hostname=WORKER_HOSTNAME,
+                node=node,
+                constraints=list(group.placement.constraints),
                 mounts=self._mounts(group.mounts),
-                resources={
-                    "cpu_limit": int(limits["cpus"] * 1e9) if "cpus" in limits else None,
-                    "mem_limit": limits.get("mem_limit"),
-                },
+                resources=resources,
             )
-            before: set[str] = set()
-        else:
-            before = {m.name for m in self._members_of(service)}
-            self._add_replicas(service, n)
-        waiting.until(
-            lambda: len(self._members_of(service)) >= len(before) + n,
-            timeout=30,
-            what=f"swarm creating {n} tasks of {name}",
-        )
-        return sorted({m.name for m in self._members_of(service)} - before, key=_slot)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(start, names, nodes))
+        return names
+
+    def _place(self, group: WorkerGroup, n: int, services: list[Any]) -> list[str]:
+        """The nodes for ``n`` more workers of ``group``: each on a ready node that meets
+        the group's constraints and has room under its ``max-replicas-per-node``, the one
+        with the fewest of the group's workers, then of the cluster's services."""
+        nodes = [
+            node
+            for node in self.client.api.nodes()
+            if node["Status"]["State"] == "ready" and node["Spec"].get("Availability") == "active"
+        ]
+        constraints = group.placement.constraints
+        eligible = [node for node in nodes if all(_meets(node, c) for c in constraints)]
+        if not eligible:
+            raise UserInputError(
+                f"workers.{group.name}: no ready node of the swarm meets the group's placement "
+                f"constraints {list(constraints)}; nodes: "
+                + ", ".join(f"{_hostname(node)} ({node['Status']['State']})" for node in nodes)
+            )
+        mine = Counter(_pinned_node(s) for s in services if _group(s) == group.name)
+        load = Counter(_pinned_node(s) for s in services)
+        most = group.placement.max_replicas_per_node
+        chosen: list[str] = []
+        for _ in range(n):
+            room = [node for node in eligible if most is None or mine[node["ID"]] < most]
+            if not room:
+                raise UserInputError(
+                    f"workers.{group.name}: {sum(mine.values())} workers would be all that "
+                    f"fit: {len(eligible)} eligible nodes, at most {most} on each "
+                    "(placement.max-replicas-per-node)"
+                )
+            best = min(room, key=lambda node: (mine[node["ID"]], load[node["ID"]], _hostname(node)))
+            mine[best["ID"]] += 1
+            load[best["ID"]] += 1
+            chosen.append(best["ID"])
+        return chosen
 
     def stop_workers(self, names: list[str]) -> None:
-        by_service: dict[str, list[str]] = {}
-        for name in names:
-            by_service.setdefault(name.rpartition("-")[0], []).append(name)
-        for service_name, victims in by_service.items():
-            service = self._service(service_name)
-            if service is None:
-                continue
-            present = {m.name for m in self._members_of(service)} & set(victims)
-            if not present:
-                continue
-            self._let_exit(service, present)
-            self._add_replicas(service, -len(present))
-            self._wait_removed(service, present)
-
-    def _let_exit(self, service: Any, victims: set[str]) -> None:
-        """Wait for the victims' tasks to end (retired workers exit 0 by themselves); stop
-        the ones that don't in 10 s. Ended with 0, their tasks stay down under on-failure,
-        and they are the ones the next scale-down removes."""
-
-        def live() -> list[dict[str, Any]]:
-            tasks = self._tasks(service, victims)
-            return [t for t in tasks if t["Status"]["State"] in LIVE_STATES]
-
-        what = f"workers {sorted(victims)} exiting"
-        try:
-            waiting.until(lambda: not live(), timeout=10, what=f"{what} once retired")
-        except waiting.WaitTimeout:
-            for task in live():
-                container = self._task_container(task)
-                if container is not None:
-                    container.stop(timeout=10)  # SIGTERM: dask worker exits 0
-            waiting.until(lambda: not live(), timeout=30, what=f"{what} when stopped")
-
-    def _wait_removed(self, service: Any, victims: set[str]) -> None:
-        """Return once swarm has dropped the victims' slots; fail if it chose others."""
-        waiting.until(
-            lambda: not self._tasks(service, victims),
-            timeout=30,
-            what=f"swarm removing the tasks of {sorted(victims)}",
-        )
+        """Remove the workers' services: exactly those, wherever they run. A worker the
+        controller retired has exited already; any other is stopped by swarm (SIGTERM, on
+        which ``dask worker`` exits 0; SIGKILL after 10 s)."""
+        wanted = set(names)
+        for service in self._services():
+            if service.name in wanted and _role(service) == "worker":
+                with engine.engine_errors(f"removing service {service.name}"):
+                    service.remove()
 
     def members(self) -> list[Member]:
-        services = self.client.services.list(filters=labels.filters(self.kind, self.spec.name))
-        found = [m for s in services for m in self._members_of(s)]
+        services = self._services()
+        tasks: dict[str, list[dict[str, Any]]] = {s.id: [] for s in services}
+        if services:
+            for task in self.client.api.tasks(filters={"service": list(tasks)}):
+                tasks.setdefault(task["ServiceID"], []).append(task)
+        nodes = {node["ID"]: node for node in self.client.api.nodes()}
+        found = [
+            self._member(service, _current_task(tasks[service.id]), nodes) for service in services
+        ]
         order = {"scheduler": 0, "notebook": 1, "worker": 2}
-        return sorted(found, key=lambda m: (order[m.role], m.group or "", _slot(m.name)))
+        return sorted(found, key=lambda m: (order[m.role], m.group or "", _number(m.name)))
+
+    def _member(
+        self, service: Any, task: dict[str, Any] | None, nodes: dict[str, dict[str, Any]]
+    ) -> Member:
+        """A service's member: running while its task is wanted running (a worker's also
+        while swarm restarts it) on a node that is up; a worker pinned to a node that is
+        down is not, and the controller replaces it elsewhere."""
+        role = _role(service)
+        node = nodes.get((task or {}).get("NodeID") or _pinned_node(service) or "")
+        up = node is not None and node["Status"]["State"] == "ready"
+        if task is None:  # just created: swarm makes its task in a moment
+            running = up
+        else:
+            wanted = task["DesiredState"] in ("ready", "running")
+            running = up and wanted and (role == "worker" or task["Status"]["State"] in LIVE_STATES)
+        where = f"on {_hostname(node)}" if node else "not placed"
+        return Member(
+            name=service.name,
+            role=role,
+            group=_group(service),
+            running=running,
+            detail=f"{where}, task {task['ID'][:12]}" if task else where,
+        )
 
     def logs(self, name: str, follow: bool = False) -> Iterator[str]:
+        """A member's log: from its container when it runs on this node, else through
+        swarm (``docker service logs``), wherever it runs."""
         if name in ("scheduler", "notebook"):
             name = f"{self.spec.name}-{name}"
-        known = {m.name for m in self.members()}
-        if name not in known:
+        services = {s.name: s for s in self._services()}
+        if name not in services:
             raise UserInputError(
-                f"no scheduler or worker named {name!r}; known: {', '.join(sorted(known))}"
+                f"no scheduler or worker named {name!r}; known: {', '.join(sorted(services))}"
             )
-        service_name = (
-            name if name.endswith(("-scheduler", "-notebook")) else name.rpartition("-")[0]
-        )
-        tasks = self._tasks(self._service(service_name), {name})
-        container = self._task_container(tasks[0]) if tasks else None
-        if container is None:
-            raise UserInputError(
-                f"{name} does not run on this node; see `docker service logs {service_name}`"
-            )
-        yield from engine.log_lines(container, follow)
+        service = services[name]
+        task = _current_task(self.client.api.tasks(filters={"service": service.id}))
+        container = self._task_container(task) if task else None
+        if container is not None:
+            yield from engine.log_lines(container, follow)
+        else:
+            chunks = service.logs(stdout=True, stderr=True, follow=follow)
+            yield from engine.lines_of(chunks)
 
     def destroy(self) -> None:
         if not self.client.info().get("Swarm", {}).get("ControlAvailable"):
             return  # not a swarm manager (any more): there are no services to remove
         ours = labels.filters(self.kind, self.spec.name)
-        for service in self.client.services.list(filters=ours):
+        services = self.client.services.list(filters=ours)
+        service_ids = [s.id for s in services]
+        tasks = self.client.api.tasks(filters={"service": service_ids}) if services else []
+        for service in services:
             with engine.engine_errors(f"removing service {service.name}"):
                 service.remove()
-        with contextlib.suppress(waiting.WaitTimeout):  # those left are removed below
+
+        def tasks_left() -> bool:
+            """Whether a node that is up still holds a task of ours (a node that is down
+            drops them when it returns) or this engine a container."""
+            up = {n["ID"] for n in self.client.api.nodes() if n["Status"]["State"] == "ready"}
+            present = {t["ID"] for t in self.client.api.tasks()}
+            remaining = [t for t in tasks if t["ID"] in present and t.get("NodeID") in up]
+            return bool(remaining or self.client.api.containers(all=True, filters=ours))
+
+        with contextlib.suppress(waiting.WaitTimeout):  # those left here are removed below
             waiting.until(
-                lambda: not self.client.api.containers(all=True, filters=ours),
+                lambda: not tasks_left(),
                 timeout=60,
                 interval=0.2,
-                what="swarm removing the tasks' containers",
+                what="swarm removing the tasks' containers on every node",
             )
         for container in self.client.api.containers(all=True, filters=ours):
             _remove_container(self.client, container["Id"])
@@ -341,15 +393,16 @@ class SwarmBackend(ContainerBackend):
         env: dict[str, str],
         group: WorkerGroup | None = None,
         ports: dict[int, int] | None = None,
-        replicas: int = 1,
-        hostname: str | None = None,
+        node: str,
+        constraints: list[str] | None = None,
         mounts: dict[str, dict[str, str]] | None = None,
         secrets: list[Any] | None = None,
         resources: dict[str, int | None] | None = None,
         extra_labels: dict[str, str] | None = None,
     ) -> Any:
-        """Create a labelled, unprivileged service of this cluster."""
-        from docker.types import EndpointSpec, Mount, Resources, RestartPolicy, ServiceMode
+        """Create a labelled, unprivileged one-replica service of this cluster, pinned to
+        ``node`` (a swarm node's id)."""
+        from docker.types import EndpointSpec, Mount, Resources, RestartPolicy
 
         image = self._image(role, group)
         own = self._labels(role, group.name if group else None)
@@ -368,47 +421,27 @@ class SwarmBackend(ContainerBackend):
                 image,
                 args=command,
                 name=name,
-                hostname=hostname or name,
+                hostname=name,
                 env=env,
                 labels={**own, **(extra_labels or {})},
                 container_labels=own,
                 networks=[self._network],
                 endpoint_spec=endpoint,
                 user=launch.container_user(),
-                mode=ServiceMode("replicated", replicas=replicas),
+                constraints=[f"node.id=={node}", *(constraints or [])],
                 restart_policy=RestartPolicy(condition=restart, delay=1_000_000_000),
                 mounts=[
                     Mount(target=m["bind"], source=source, type="bind", read_only=m["mode"] == "ro")
                     for source, m in (mounts or {}).items()
                 ],
-                secrets=[*self._tls_secret_files(), *(secrets or [])],
+                secrets=[*self._tls_secret_files, *(secrets or [])],
                 resources=Resources(**resources) if resources else None,
                 cap_drop=["ALL"],
             )
 
-    def _add_replicas(self, service: Any, delta: int) -> None:
-        """Change the replica count by ``delta`` and nothing else.
-
-        Not ``Service.scale()``: the SDK sends back the spec as inspected *with defaults
-        filled in*, which swarm sees as a new task template, and it then restarts every
-        task of the service, data and all (seen on Engine 20.10).
-        """
-        current = self.client.api.inspect_service(service.id)
-        spec = current["Spec"]
-        replicas = spec["Mode"]["Replicated"]["Replicas"] + delta
-        with engine.engine_errors(f"scaling service {spec['Name']} to {replicas}"):
-            self.client.api.update_service(
-                service.id,
-                current["Version"]["Index"],
-                name=spec["Name"],
-                labels=spec.get("Labels"),
-                task_template=spec["TaskTemplate"],
-                mode={"Replicated": {"Replicas": replicas}},
-                endpoint_spec=spec.get("EndpointSpec"),
-            )
-        service.reload()
-
+    @cached_property
     def _tls_secret_files(self) -> list[Any]:
+        """The certificates' secrets, as every service of the cluster mounts them."""
         if not self.spec.security.tls:
             return []
         found = {
@@ -420,36 +453,20 @@ class SwarmBackend(ContainerBackend):
             for file in TLS_FILES
         ]
 
+    def _services(self) -> list[Any]:
+        return self.client.services.list(filters=labels.filters(self.kind, self.spec.name))
+
     def _service(self, name: str) -> Any | None:
         found = self.client.services.list(
             filters={"name": name, **labels.filters(self.kind, self.spec.name)}
         )
         return next((s for s in found if s.name == name), None)
 
-    def _tasks(self, service: Any, names: set[str]) -> list[dict[str, Any]]:
-        """The current tasks (desired running, or not yet removed) of the named members."""
-        if service is None:
-            return []
-        return [t for t in _current_tasks(service) if _task_member(service, t) in names]
-
     def _live_task(self, service_name: str) -> dict[str, Any] | None:
+        """The running task of the scheduler's or the notebook's service, if it runs."""
         service = self._service(service_name)
-        tasks = _current_tasks(service) if service else []
-        return next((t for t in tasks if t["Status"]["State"] == "running"), None)
-
-    def _members_of(self, service: Any) -> list[Member]:
-        role = service.attrs["Spec"]["Labels"].get(labels.ROLE, "worker")
-        group = service.attrs["Spec"]["Labels"].get(labels.GROUP)
-        return [
-            Member(
-                name=_task_member(service, task),
-                role=role,
-                group=group,
-                running=_running(task, role),
-                detail=f"task {task['ID'][:12]}",
-            )
-            for task in _current_tasks(service)
-        ]
+        task = _current_task(service.tasks()) if service else None
+        return task if task and task["Status"]["State"] == "running" else None
 
     def _task_container(self, task: dict[str, Any]) -> Any | None:
         """The task's container, when it runs on this node."""
@@ -464,51 +481,67 @@ class SwarmBackend(ContainerBackend):
             return None
 
     def _node_address(self, task: dict[str, Any]) -> str:
-        """Where this machine reaches a port the task publishes: loopback on this node."""
-        if task["NodeID"] == self._this_node:
-            return "127.0.0.1"
-        return self.client.nodes.get(task["NodeID"]).attrs["Status"]["Addr"]
+        """Where this machine reaches a port the task publishes: its node's address in the
+        swarm (a manager may show 0.0.0.0 there; then its address as a manager)."""
+        node = self.client.api.inspect_node(task["NodeID"])
+        address = node["Status"].get("Addr", "")
+        if address in ("", "0.0.0.0"):
+            address = node.get("ManagerStatus", {}).get("Addr", "").rpartition(":")[0]
+        return address
 
     @cached_property
     def _this_node(self) -> str:
         return self.client.info()["Swarm"]["NodeID"]
 
 
-def _current_tasks(service: Any) -> list[dict[str, Any]]:
-    """The task holding each slot of the service now.
-
-    That is the slot's latest task while swarm wants it running (or is about to restart
-    it), or while it has ended with 0 in place (a retired worker, until the scale-down that
-    removes its slot). A removed slot's older tasks linger as history for a while: not
-    counted. A one-replica service (scheduler, notebook) always shows its latest task.
-    """
-    latest: dict[int, dict[str, Any]] = {}
-    for task in service.tasks():
-        slot = task.get("Slot", 0)
-        if slot not in latest or task["Version"]["Index"] > latest[slot]["Version"]["Index"]:
-            latest[slot] = task
-    if service.attrs["Spec"]["Labels"].get(labels.ROLE) != "worker":
-        return list(latest.values())
-    return [
-        t
-        for t in latest.values()
-        if t["DesiredState"] in ("ready", "running")
-        or (t["DesiredState"] == "shutdown" and t["Status"]["State"] == "complete")
-    ]
+def _current_task(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A one-replica service's task now: the newest swarm wants running, else the newest
+    (a retired worker's, ended with 0; older tasks linger as history for a while)."""
+    newest = sorted(tasks, key=lambda t: t["Version"]["Index"], reverse=True)
+    wanted = [t for t in newest if t["DesiredState"] in ("ready", "running")]
+    return (wanted or newest or [None])[0]
 
 
-def _running(task: dict[str, Any], role: str) -> bool:
-    """Whether a task runs, or is a worker's that swarm is restarting (under on-failure,
-    as the engine restarts the docker backend's containers): not one to replace."""
-    if role == "worker" and task["DesiredState"] in ("ready", "running"):
-        return True
-    return task["Status"]["State"] in LIVE_STATES
+def _role(service: Any) -> str:
+    return service.attrs["Spec"]["Labels"].get(labels.ROLE, "worker")
 
 
-def _task_member(service: Any, task: dict[str, Any]) -> str:
-    if service.attrs["Spec"]["Labels"].get(labels.ROLE) != "worker":
-        return service.name
-    return f"{service.name}-{task['Slot']}"
+def _group(service: Any) -> str | None:
+    return service.attrs["Spec"]["Labels"].get(labels.GROUP)
+
+
+def _pinned_node(service: Any) -> str | None:
+    """The node a service is pinned to (its ``node.id==`` constraint)."""
+    placement = service.attrs["Spec"]["TaskTemplate"].get("Placement", {})
+    for constraint in placement.get("Constraints") or []:
+        key, _, value = constraint.partition("==")
+        if key.strip() == "node.id":
+            return value.strip()
+    return None
+
+
+def _hostname(node: dict[str, Any]) -> str:
+    return node["Description"]["Hostname"]
+
+
+def _meets(node: dict[str, Any], constraint: str) -> bool:
+    """Whether a node meets a placement constraint (as swarm reads ``key==value``/``!=``)."""
+    key, op, value = re.fullmatch(r"\s*([\w.-]+)\s*(==|!=)\s*(\S+)\s*", constraint).groups()
+    spec, description = node["Spec"], node["Description"]
+    if key.startswith("node.labels."):
+        actual = (spec.get("Labels") or {}).get(key.removeprefix("node.labels."))
+    elif key.startswith("engine.labels."):
+        actual = (description["Engine"].get("Labels") or {}).get(key.removeprefix("engine.labels."))
+    else:
+        actual = {
+            "node.id": node["ID"],
+            "node.hostname": description["Hostname"],
+            "node.role": spec.get("Role"),
+            "node.platform.os": description["Platform"].get("OS"),
+            "node.platform.arch": description["Platform"].get("Architecture"),
+        }[key]
+    equal = actual is not None and actual.lower() == value.lower()
+    return equal if op == "==" else not equal
 
 
 def _published_port(task: dict[str, Any], inside: int) -> int | None:
@@ -525,7 +558,8 @@ def _secret_file(secret: Any, path: str) -> Any:
     return SecretReference(secret.id, secret.name, filename=path, uid="0", gid="0", mode=0o440)
 
 
-def _slot(name: str) -> int:
+def _number(name: str) -> int:
+    """A worker's number, the last part of its name (0 for the scheduler and notebook)."""
     tail = name.rpartition("-")[2]
     return int(tail) if tail.isdigit() else 0
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from clusterctl.labels import ROLE
+from clusterctl.labels import GROUP, ROLE
 from clusterctl.render.compose import render as render_compose
-from clusterctl.spec import ClusterSpec
+from clusterctl.spec import ClusterSpec, WorkerGroup
 
 WORKER_HOSTNAME = "{{.Service.Name}}-{{.Task.Slot}}"  # a worker task's hostname: its Dask name
 
@@ -55,6 +55,9 @@ def render(spec: ClusterSpec) -> dict[str, Any]:
             deploy["resources"] = {"limits": limits}
         if service["labels"].get(ROLE) == "worker":
             service["hostname"] = WORKER_HOSTNAME
+            deploy["placement"] = _placement(spec.group(service["labels"][GROUP]))
+        else:  # on a manager: the node whose address users know
+            deploy["placement"] = {"constraints": ["node.role == manager"]}
         service["deploy"] = deploy
     sched = spec.scheduler
     out["services"]["scheduler"]["ports"] = [
@@ -65,6 +68,16 @@ def render(spec: ClusterSpec) -> dict[str, Any]:
         out["services"]["notebook"]["ports"] = [_host_port(8888, spec.notebook.port, "NOTEBOOK")]
     out["networks"] = {"default": {"driver": "overlay", "attachable": True}}
     return {"version": "3.8", **out}
+
+
+def _placement(group: WorkerGroup) -> dict[str, Any]:
+    """A worker group's placement: its constraints and per-node cap, spread over nodes."""
+    placement: dict[str, Any] = {"preferences": [{"spread": "node.id"}]}
+    if group.placement.constraints:
+        placement["constraints"] = list(group.placement.constraints)
+    if group.placement.max_replicas_per_node:
+        placement["max_replicas_per_node"] = group.placement.max_replicas_per_node
+    return placement
 
 
 def _host_port(inside: int, outside: int, what: str) -> dict[str, Any]:
