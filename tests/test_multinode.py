@@ -93,6 +93,9 @@ def test_a_cluster_across_three_nodes(nodes):
     where = {w["name"]: w["detail"].split(",")[0] for w in report["workers"]}
     assert sorted(set(where.values())) == ["on clnode1", "on clnode2", "on clnode3"], where
     assert sorted(node_of(nodes).values()) == [1, 1, 2, 2, 3, 3]
+    elsewhere = next(name for name, k in node_of(nodes).items() if k == 3)  # read through swarm
+    log = run_cli("logs", elsewhere, "--name", "mn").stdout
+    assert "Registered to:" in log, log
 
     with Client(cluster) as client:
         client.wait_for_workers(6, timeout=60)
