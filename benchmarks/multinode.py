@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,14 @@ SCALE_TO = 8
 @contextlib.contextmanager
 def three_nodes() -> Any:
     """`scripts/nodes up 3` for the duration, with DOCKER_HOST on its manager."""
-    done = subprocess.run([str(NODES), "up", "3"], capture_output=True, text=True, check=False)
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"  # this clusterctl
+    done = subprocess.run(
+        [str(NODES), "up", "3"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PATH": path},
+    )
     if done.returncode != 0:
         subprocess.run([str(NODES), "down"], capture_output=True, check=False)
         raise RuntimeError(f"scripts/nodes up 3 failed:\n{done.stderr}")

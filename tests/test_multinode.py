@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,8 +33,14 @@ LABEL = {"label": "io.clusterctl.cluster=mn"}
 
 
 def nodes_script(*args: str, timeout: float = 300) -> str:
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"  # this clusterctl
     done = subprocess.run(
-        [str(NODES), *args], capture_output=True, text=True, timeout=timeout, check=False
+        [str(NODES), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "PATH": path},
     )
     assert done.returncode == 0, f"scripts/nodes {' '.join(args)}:\n{done.stderr}"
     return done.stdout
