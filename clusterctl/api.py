@@ -195,7 +195,8 @@ def status(name: str | None = None) -> dict[str, Any]:
 
 def list_clusters() -> list[Found]:
     """Every cluster on this machine: name, backend, and status ("running", "stopped" when
-    its scheduler is gone, "broken" with the problem when its state can't be read)."""
+    its scheduler is gone, "broken" with the problem when its state can't be read,
+    "unreachable" when its engine does not answer)."""
     from clusterctl.backends import survey
 
     return survey()

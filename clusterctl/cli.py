@@ -272,7 +272,9 @@ def list_(as_json: bool) -> None:
         click.echo("No clusters.")
     else:
         for c in clusters:
-            problem = f"\t{c.problem}; `clusterctl down {c.name}` removes it" if c.problem else ""
+            problem = f"\t{c.problem}" if c.problem else ""
+            if c.status == "broken":
+                problem += f"; `clusterctl down {c.name}` removes it"
             click.echo(f"{c.name}\t{c.backend}\t{c.status}{problem}")
 
 

@@ -170,6 +170,11 @@ class Cluster(DaskCluster):
         """Refuse a name in use; take over one whose cluster stopped entirely (its processes
         or containers all gone: a reboot, say); then claim the folder with the spec."""
         for existing in find_all(self.name):
+            if existing.unreachable:
+                raise UserInputError(
+                    f"name: a cluster named {self.name!r} may still run ({existing.problem}); "
+                    "choose another --name"
+                )
             if existing.problem:
                 raise UserInputError(
                     f"name: what is left of a cluster named {self.name!r} is damaged "

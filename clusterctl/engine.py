@@ -37,6 +37,15 @@ def docker_client() -> Any:
     return client
 
 
+def no_answer(kind: str) -> str:
+    """Why a cluster of backend ``kind`` can't be read: its engine does not answer."""
+    host = os.environ.get("DOCKER_HOST", "the local Docker socket")
+    text = f"its state folder names the {kind} backend, and no Docker Engine answers at {host}"
+    if kind == "swarm":
+        text += " (the swarm's manager: its workers run on unmanaged until it is back)"
+    return text + "; nothing was changed"
+
+
 def image_exists(client: Any, name: str) -> bool:
     import docker.errors
 

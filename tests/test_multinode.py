@@ -23,6 +23,7 @@ import docker
 from distributed import Client, wait
 
 import clusterctl
+from clusterctl import state
 from tests.conftest import nodes_left, run_cli
 
 pytestmark = pytest.mark.timeout(900)
@@ -66,13 +67,30 @@ def nodes(images):
     try:
         yield {k: docker.DockerClient(f"unix://{folder}/node{k}/docker.sock") for k in (1, 2, 3)}
     finally:
-        run_cli("down", "--name", "mn", check=False)
+        for name in ("mn", "mk"):
+            run_cli("down", "--name", name, check=False)
         if old is None:
             os.environ.pop("DOCKER_HOST")
         else:
             os.environ["DOCKER_HOST"] = old
         nodes_script("down")
     assert nodes_left() == []
+
+
+def assert_nothing_left(nodes: dict[int, docker.DockerClient], name: str) -> None:
+    """No service or secret of cluster ``name`` on the manager; no container or network on
+    any node once its engine has acted on the removal (`down` returns when the manager has
+    dropped the tasks; each node removes their containers a moment later)."""
+    label = {"label": f"io.clusterctl.cluster={name}"}
+    assert nodes[1].services.list(filters=label) == []
+    assert nodes[1].secrets.list(filters=label) == []
+    deadline = time.monotonic() + 30
+    for k, engine in nodes.items():
+        while left := [c.name for c in engine.containers.list(all=True, filters=label)] + [
+            n.name for n in engine.networks.list(filters=label)
+        ]:
+            assert time.monotonic() < deadline, f"node {k}: {left}"
+            time.sleep(0.5)
 
 
 def node_of(engines: dict[int, docker.DockerClient]) -> dict[str, int]:
@@ -169,12 +187,7 @@ def test_a_cluster_across_three_nodes(nodes):
     print(f"up 6 workers on 3 nodes: {up_seconds:.1f} s; replaced in {replaced_seconds:.1f} s")
 
     run_cli("down", "--name", "mn")
-    for k, engine in nodes.items():
-        left = [c.name for c in engine.containers.list(all=True, filters=LABEL)]
-        left += [n.name for n in engine.networks.list(filters=LABEL)]
-        assert left == [], f"node {k}: {left}"
-    assert nodes[1].services.list(filters=LABEL) == []
-    assert nodes[1].secrets.list(filters=LABEL) == []
+    assert_nothing_left(nodes, "mn")
 
 
 def test_the_plain_stack_file_spreads_its_workers_over_the_nodes(nodes, images):
@@ -233,3 +246,30 @@ def test_a_group_that_cannot_fit_the_nodes_is_refused_before_anything_starts(
     assert message in refused.stderr
     assert nodes[1].services.list(filters={"label": "io.clusterctl.cluster=mn0"}) == []
     assert nodes[1].networks.list(filters={"label": "io.clusterctl.cluster=mn0"}) == []
+
+
+@pytest.mark.fault("scripts/nodes kill 1: the swarm's manager, with the scheduler, dies")
+def test_a_lost_manager_is_reported_and_nothing_is_forgotten(nodes):
+    run_cli("up", "--backend", "swarm", "--name", "mk", "--workers", "1", timeout=300)
+    nodes_script("kill", "1")
+    try:
+        status = run_cli("status", "--name", "mk", check=False)
+        assert status.returncode == 1 and "can't be reached" in status.stderr, status.stderr
+        assert "no Docker Engine answers at unix://" in status.stderr
+        (listed,) = [c for c in json.loads(run_cli("list", "--json").stdout) if c["name"] == "mk"]
+        assert listed["status"] == "unreachable"
+        again = run_cli("up", "--backend", "swarm", "--name", "mk", check=False)
+        assert again.returncode == 2 and "may still run" in again.stderr, again.stderr
+        refused = run_cli("down", "--name", "mk", check=False)
+        assert refused.returncode == 2 and "cannot reach a Docker Engine" in refused.stderr
+        assert state.cluster_dir("mk").exists(), "down forgot a cluster it could not remove"
+    finally:
+        nodes_script("start", "1")
+    deadline = time.monotonic() + 60  # the manager back, with its swarm
+    while "can't be reached" in (status := run_cli("status", "--name", "mk", check=False)).stderr:
+        assert time.monotonic() < deadline, status.stderr
+        time.sleep(1)
+    assert "scheduler: not running" in status.stdout, status  # it ran on the manager
+    run_cli("down", "--name", "mk")
+    assert not state.cluster_dir("mk").exists()
+    assert_nothing_left(nodes, "mk")

@@ -27,8 +27,10 @@ class Found:
 
     name: str
     backend: str
-    status: str  # "running" | "stopped" (its scheduler is gone) | "broken"
-    problem: str = ""  # why it is broken
+    # "running" | "stopped" (its scheduler is gone) | "broken" | "unreachable" (its engine
+    # does not answer)
+    status: str
+    problem: str = ""  # why it is broken or unreachable
 
 
 def backend_class(kind: str) -> type[Backend]:
@@ -61,6 +63,8 @@ def get_cluster(name: str) -> Backend:
     backend = find_cluster(name)
     if backend is None:
         raise ClusterNotFound(f"no running cluster named {name!r} (see `clusterctl list`)")
+    if backend.unreachable:
+        raise ClusterctlError(f"cluster {name!r} can't be reached: {backend.problem}")
     if backend.problem:
         raise ClusterctlError(
             f"cluster {name!r} is broken: {backend.problem}; `clusterctl down {name}` "
@@ -85,7 +89,8 @@ def _inspect(cls: type[Backend], name: str) -> Found | None:
         if backend is None:  # gone since it was listed
             return None
         if backend.problem:
-            return Found(name, cls.kind, "broken", backend.problem)
+            status = "unreachable" if backend.unreachable else "broken"
+            return Found(name, cls.kind, status, backend.problem)
         running = any(m.role == "scheduler" and m.running for m in backend.members())
         return Found(name, cls.kind, "running" if running else "stopped")
     except Exception as exc:  # reported, never in the way of the other clusters

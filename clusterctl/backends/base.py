@@ -46,6 +46,9 @@ class Backend(ABC):
         # spec (a damaged state folder, a network whose containers are gone): ``spec`` is
         # then a placeholder, and only members() and destroy() make sense.
         self.problem = problem
+        # True when the problem is that what holds the cluster (an engine, a swarm manager)
+        # does not answer: the cluster may be whole there, so nothing is to be removed.
+        self.unreachable = False
 
     @classmethod
     @abstractmethod

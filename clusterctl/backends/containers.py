@@ -26,8 +26,9 @@ class ContainerBackend(Backend):
     services = False
     # Where the scheduler's labels, with the spec, are read from, and how its absence reads.
     scheduler_holder = "container"
-    # Why a cluster named in a state folder can't be read when there is no engine to ask.
-    no_engine = "its state folder names a container backend, and no Docker Engine answers here"
+    # Why a cluster named in a state folder can't be read when the engine answers, but
+    # engine_or_none() finds it no use (swarm: not a manager). None: it always is.
+    wrong_engine: str | None = None
 
     def __init__(self, spec: ClusterSpec, problem: str | None = None):
         super().__init__(spec, problem)
@@ -70,7 +71,12 @@ class ContainerBackend(Backend):
         if client is None:
             if not in_state:
                 return None
-            return cls(ClusterSpec.placeholder(name, cls.kind), problem=cls.no_engine)
+            placeholder = ClusterSpec.placeholder(name, cls.kind)
+            if cls.wrong_engine and engine.client_or_none() is not None:
+                return cls(placeholder, problem=cls.wrong_engine)
+            backend = cls(placeholder, problem=engine.no_answer(cls.kind))
+            backend.unreachable = True
+            return backend
         holder = f"its scheduler {cls.scheduler_holder}"
         found = cls.scheduler_labels(client, name)
         if found is not None:

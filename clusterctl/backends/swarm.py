@@ -63,7 +63,7 @@ class SwarmBackend(ContainerBackend):
     kind = "swarm"
     services = True
     scheduler_holder = "service"
-    no_engine = "its state folder names the swarm backend, and this engine is no swarm manager"
+    wrong_engine = "its state folder names the swarm backend, and this engine is no swarm manager"
 
     # --- discovery ------------------------------------------------------------------------
 
@@ -357,8 +357,9 @@ class SwarmBackend(ContainerBackend):
                 service.remove()
 
         def tasks_left() -> bool:
-            """Whether a node that is up still holds a task of ours (a node that is down
-            drops them when it returns) or this engine a container."""
+            """Whether the manager still holds a task of ours on a node that is up (a node
+            that is down drops them when it returns), or this engine a container. Other
+            nodes remove their containers a moment after their tasks go."""
             up = {n["ID"] for n in self.client.api.nodes() if n["Status"]["State"] == "ready"}
             present = {t["ID"] for t in self.client.api.tasks()}
             remaining = [t for t in tasks if t["ID"] in present and t.get("NodeID") in up]
