@@ -9,47 +9,15 @@ benchmarks/results/multinode.json and prints the table docs/benchmarks.md shows.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.__main__ import RESULTS, machine
 from benchmarks.clusters import BASELINE, cold_start, measure, summary
 
-NODES = Path(__file__).resolve().parent.parent / "scripts" / "nodes"
 SIZES = (4, 8)
 SCALE_TO = 8
-
-
-@contextlib.contextmanager
-def three_nodes() -> Any:
-    """`scripts/nodes up 3` for the duration, with DOCKER_HOST on its manager."""
-    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"  # this clusterctl
-    done = subprocess.run(
-        [str(NODES), "up", "3"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PATH": path},
-    )
-    if done.returncode != 0:
-        subprocess.run([str(NODES), "down"], capture_output=True, check=False)
-        raise RuntimeError(f"scripts/nodes up 3 failed:\n{done.stderr}")
-    old = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = done.stdout.strip().rpartition("DOCKER_HOST=")[2]
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("DOCKER_HOST")
-        else:
-            os.environ["DOCKER_HOST"] = old
-        subprocess.run([str(NODES), "down"], capture_output=True, check=False)
 
 
 def scale_figures(backend: str, repeats: int) -> dict[str, Any]:
@@ -91,14 +59,14 @@ def figures(backend: str, repeats: int) -> dict[str, Any]:
 def main(repeats: int = 3) -> None:
     import docker
 
-    from tests.swarm_node import single_node_swarm
+    from tests.swarm_node import several_nodes, single_node_swarm
 
     results: dict[str, Any] = {"machine": machine(), "repeats": repeats}
     results["date"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     results[BASELINE] = figures(BASELINE, repeats)
     with single_node_swarm(docker.from_env()):
         results["swarm, 1 node"] = figures("swarm", repeats)
-    with three_nodes():
+    with several_nodes(3):
         results["swarm, 3 nodes"] = figures("swarm", repeats)
     output = RESULTS / "multinode.json"
     output.write_text(json.dumps(results, indent=2) + "\n")

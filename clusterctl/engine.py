@@ -17,6 +17,11 @@ from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.spec import is_cluster_name
 
 
+def docker_host() -> str:
+    """Which engine the client talks to, as messages name it."""
+    return os.environ.get("DOCKER_HOST", "the local Docker socket")
+
+
 def docker_client() -> Any:
     """A docker SDK client for DOCKER_HOST (or the local engine), checked to answer."""
     try:
@@ -25,7 +30,7 @@ def docker_client() -> Any:
         raise UserInputError(
             "the docker SDK is not installed: pip install 'clusterctl[docker]'"
         ) from None
-    host = os.environ.get("DOCKER_HOST", "the local Docker socket")
+    host = docker_host()
     try:
         client = docker.from_env(use_ssh_client=host.startswith("ssh://"), timeout=600)
         client.ping()
@@ -35,15 +40,6 @@ def docker_client() -> Any:
             "it? (DOCKER_HOST selects another engine)"
         ) from None
     return client
-
-
-def no_answer(kind: str) -> str:
-    """Why a cluster of backend ``kind`` can't be read: its engine does not answer."""
-    host = os.environ.get("DOCKER_HOST", "the local Docker socket")
-    text = f"its state folder names the {kind} backend, and no Docker Engine answers at {host}"
-    if kind == "swarm":
-        text += " (the swarm's manager: its workers run on unmanaged until it is back)"
-    return text + "; nothing was changed"
 
 
 def image_exists(client: Any, name: str) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,26 +24,12 @@ from distributed import Client, wait
 import clusterctl
 from clusterctl import state
 from tests.conftest import nodes_left, run_cli
+from tests.swarm_node import NODES_FOLDER, nodes_script, several_nodes
 
 pytestmark = pytest.mark.timeout(900)
 
 ROOT = Path(__file__).resolve().parent.parent
-NODES = ROOT / "scripts" / "nodes"
 LABEL = {"label": "io.clusterctl.cluster=mn"}
-
-
-def nodes_script(*args: str, timeout: float = 300) -> str:
-    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"  # this clusterctl
-    done = subprocess.run(
-        [str(NODES), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "PATH": path},
-    )
-    assert done.returncode == 0, f"scripts/nodes {' '.join(args)}:\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -53,27 +38,17 @@ def nodes(images):
     client (and the processes clusterctl starts) talk to node 1 through DOCKER_HOST."""
     if os.geteuid() != 0:
         pytest.skip("MULTINODE TESTS SKIPPED: scripts/nodes needs root (namespaces, a bridge)")
-    folder = Path(os.environ.get("CLUSTERCTL_NODES", "/var/tmp/clusterctl-nodes"))
-    if folder.exists():
-        pytest.skip(f"MULTINODE TESTS SKIPPED: nodes are up already ({folder}); not ours")
-    try:
-        export = nodes_script("up", "3")
-    except AssertionError:
-        nodes_script("down")
-        raise
-    host = export.strip().rpartition("DOCKER_HOST=")[2]
-    old = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = host
-    try:
-        yield {k: docker.DockerClient(f"unix://{folder}/node{k}/docker.sock") for k in (1, 2, 3)}
-    finally:
-        for name in ("mn", "mk"):
-            run_cli("down", "--name", name, check=False)
-        if old is None:
-            os.environ.pop("DOCKER_HOST")
-        else:
-            os.environ["DOCKER_HOST"] = old
-        nodes_script("down")
+    if NODES_FOLDER.exists():
+        pytest.skip(f"MULTINODE TESTS SKIPPED: nodes are up already ({NODES_FOLDER}); not ours")
+    with several_nodes(3):
+        try:
+            yield {
+                k: docker.DockerClient(f"unix://{NODES_FOLDER}/node{k}/docker.sock")
+                for k in (1, 2, 3)
+            }
+        finally:
+            for name in ("mn", "mk"):
+                run_cli("down", "--name", name, check=False)
     assert nodes_left() == []
 
 

@@ -29,6 +29,8 @@ class ContainerBackend(Backend):
     # Why a cluster named in a state folder can't be read when the engine answers, but
     # engine_or_none() finds it no use (swarm: not a manager). None: it always is.
     wrong_engine: str | None = None
+    # What it means for the backend's clusters that the engine does not answer.
+    no_answer_means = ""
 
     def __init__(self, spec: ClusterSpec, problem: str | None = None):
         super().__init__(spec, problem)
@@ -74,7 +76,11 @@ class ContainerBackend(Backend):
             placeholder = ClusterSpec.placeholder(name, cls.kind)
             if cls.wrong_engine and engine.client_or_none() is not None:
                 return cls(placeholder, problem=cls.wrong_engine)
-            backend = cls(placeholder, problem=engine.no_answer(cls.kind))
+            problem = (
+                f"its state folder names the {cls.kind} backend, and no Docker Engine answers "
+                f"at {engine.docker_host()}{cls.no_answer_means}; nothing was changed"
+            )
+            backend = cls(placeholder, problem=problem)
             backend.unreachable = True
             return backend
         holder = f"its scheduler {cls.scheduler_holder}"

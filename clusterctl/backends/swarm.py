@@ -64,6 +64,7 @@ class SwarmBackend(ContainerBackend):
     services = True
     scheduler_holder = "service"
     wrong_engine = "its state folder names the swarm backend, and this engine is no swarm manager"
+    no_answer_means = " (the swarm's manager: its workers run on unmanaged until it is back)"
 
     # --- discovery ------------------------------------------------------------------------
 
@@ -350,8 +351,8 @@ class SwarmBackend(ContainerBackend):
             return  # not a swarm manager (any more): there are no services to remove
         ours = labels.filters(self.kind, self.spec.name)
         services = self.client.services.list(filters=ours)
-        service_ids = [s.id for s in services]
-        tasks = self.client.api.tasks(filters={"service": service_ids}) if services else []
+        ids = [s.id for s in services]
+        tasks = self.client.api.tasks(filters={"service": ids}) if ids else []
         for service in services:
             with engine.engine_errors(f"removing service {service.name}"):
                 service.remove()
