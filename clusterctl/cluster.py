@@ -321,8 +321,10 @@ class Cluster(DaskCluster):
         order = await self.scheduler_comm.workers_to_close(
             n=len(identity["workers"]), attribute="name"
         )
-        preferred = [w for w in order if w in candidates]
-        busy = [c for c in candidates if c in registered and c not in preferred]
+        among = set(candidates)
+        preferred = [w for w in order if w in among]
+        chosen = set(preferred)
+        busy = [c for c in candidates if c in registered and c not in chosen]
         return (starting + preferred + busy)[:k]
 
     async def _retire(self, names: list[str]) -> None:
@@ -355,10 +357,11 @@ class Cluster(DaskCluster):
             if by_adaptive and not await asyncio.to_thread(supervisor.adapt_settings, self.name):
                 return  # adaptive scaling was turned off while this step was under way
             members = await asyncio.to_thread(self.backend.members)
+            removed = set(names)
             for group in self.spec.workers:
                 left = [m for m in members if m.group == group.name and m.running]
-                if any(m.name in names for m in left):
-                    self._save_count(group.name, sum(m.name not in names for m in left))
+                if any(m.name in removed for m in left):
+                    self._save_count(group.name, sum(m.name not in removed for m in left))
             await (self._retire(names) if retire else self._stop_workers(names))
 
     async def _reconcile(self) -> None:

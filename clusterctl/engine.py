@@ -93,6 +93,22 @@ def remains(client: Any, kind: str, name: str, services: bool = False) -> list[s
     return [f"{what} {item.name}" for what, item in _labelled(client, kind, services, name)]
 
 
+def listed_containers(client: Any, filters: dict[str, Any]) -> list[Any]:
+    """The containers (stopped ones too) that ``filters`` match, from one engine call, each
+    with its id, name, labels and status; other attributes need ``reload()``. The SDK's
+    ``containers.list`` inspects every container it lists: a round trip per worker."""
+    found = []
+    for row in client.api.containers(all=True, filters=filters):
+        attrs = {
+            "Id": row["Id"],
+            "Name": row["Names"][0],
+            "Config": {"Labels": row.get("Labels") or {}},
+            "State": {"Status": row["State"]},
+        }
+        found.append(client.containers.prepare_model(attrs))
+    return found
+
+
 def _labelled(
     client: Any, kind: str, services: bool, name: str | None = None
 ) -> list[tuple[str, Any]]:

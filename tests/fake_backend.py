@@ -112,14 +112,22 @@ class FakeBackend(Backend):
                 self.on_stop(list(names))
             except BaseException as exc:  # reported by the test, not lost in a thread
                 self.failures.append(exc)
-        for name in names:
-            if name in self.workers:
-                self._close(self.workers.pop(name)[1])
-            self.hung.discard(name)
+        self._close(*(self.workers.pop(name)[1] for name in names if name in self.workers))
+        self.hung.difference_update(names)
 
-    def _close(self, worker: Worker) -> None:
-        if worker.status not in (Status.closed, Status.closing, Status.failed):
-            self.run(worker.close(reason="stopped by the fake backend"))
+    def _close(self, *workers: Worker) -> None:
+        """Close the workers, all at once (as a real backend stops its processes)."""
+        closing = [
+            w.close(reason="stopped by the fake backend")
+            for w in workers
+            if w.status not in (Status.closed, Status.closing, Status.failed)
+        ]
+        if closing:
+
+            async def close_all() -> None:
+                await asyncio.gather(*closing)
+
+            self.run(close_all())
 
     def members(self) -> list[Member]:
         found = [Member("scheduler", "scheduler", None, self.scheduler is not None)]
@@ -133,8 +141,7 @@ class FakeBackend(Backend):
 
     def destroy(self) -> None:
         self.calls.append(("destroy",))
-        for _, worker in self.workers.values():
-            self._close(worker)
+        self._close(*(worker for _, worker in self.workers.values()))
         self.workers.clear()
         if self.scheduler is not None:
             self.run(self.scheduler.close())

@@ -56,8 +56,8 @@ class ComposeBackend(DockerBackend):
         ]
 
     def _member_name(self, container: Any) -> str:
-        if container.labels.get(labels.ROLE) == "worker":
-            return container.attrs["Config"]["Hostname"]
+        if container.labels.get(labels.ROLE) == "worker":  # its hostname: the id's first 12
+            return container.id[:12]
         return container.name
 
     def _service_containers(self, service: str) -> list[Any]:

@@ -133,13 +133,14 @@ class DockerBackend(ContainerBackend):
         first = max((int(x.rsplit("-", 1)[1]) for x in existing), default=0) + 1
         names = [f"{self.spec.name}-{group.name}-{i}" for i in range(first, first + n)]
         args = [*launch.worker_args(group), *launch.tls_args(self.spec)]
+        image = self._image("worker", group)  # looked up once, not per container
         limits = launch.container_limits(group)
         if "cpus" in limits:
             limits["nano_cpus"] = int(limits.pop("cpus") * 1e9)
 
         def start(name: str) -> None:
             self._run(
-                self._image("worker", group),
+                image,
                 ["worker", self._address_in_network(), "--name", name, *args],
                 name=name,
                 role="worker",
@@ -227,9 +228,7 @@ class DockerBackend(ContainerBackend):
             )
 
     def _containers(self) -> list[Any]:
-        return self.client.containers.list(
-            ignore_removed=True, all=True, filters=labels.filters(self.kind, self.spec.name)
-        )
+        return engine.listed_containers(self.client, labels.filters(self.kind, self.spec.name))
 
     def _member_name(self, container: Any) -> str:
         """The name status and scale use: the container's, which is the Dask worker's."""
