@@ -32,6 +32,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -40,6 +41,7 @@ from benchmarks.clusters import BASELINE
 
 STEPS = ("scale_up", "identity", "status", "list", "reconcile", "scale_down")
 TIMED_BACKEND_CALLS = ("start_workers", "stop_workers", "members")
+RESULTS_FILE = Path(__file__).with_name("results") / "size.json"
 Steps = Callable[[int], dict[str, Callable[[], Any]]]  # size -> step -> what to run
 
 
@@ -89,7 +91,7 @@ def curve(backend: str, sizes: list[int]) -> dict[str, Any]:
                 }
                 into = figures.setdefault(step, {k: [] for k in took})
                 for key, value in took.items():
-                    into[key].append(round(value, 4))
+                    into[key].append(round(value, 6))
             shown = (
                 f"{s} {f['total'][-1]:.3f}/{f['cpu_here'][-1]:.2f}" for s, f in figures.items()
             )
@@ -280,11 +282,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (the tests' run)")
     parser.add_argument("--output", help="results JSON (default: results/size.json)")
     args = parser.parse_args()
-    from benchmarks.__main__ import RESULTS, machine
+    from benchmarks.__main__ import machine
 
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     results |= run(quick=args.quick)
-    output = args.output or RESULTS / ("size-quick.json" if args.quick else "size.json")
+    output = args.output or RESULTS_FILE.with_stem("size-quick" if args.quick else "size")
     with open(output, "w") as file:
         file.write(json.dumps(results, indent=2) + "\n")
     print(table(results))

@@ -81,3 +81,44 @@ def test_published_tables_and_chart_agree_with_the_full_run(tmp_path):
     drawn = tmp_path / "latest.png"
     chart(report, drawn)
     assert compare_images(str(LATEST.with_suffix(".png")), str(drawn), tol=2) is None
+
+
+def check_curve(found: dict, steps: set[str]) -> None:
+    assert set(found["steps"]) == steps
+    for step, figure in found["steps"].items():
+        for what, values in figure.items():
+            assert len(values) == len(found["sizes"]), (step, what)
+        assert all(t > 0 for t in figure["total"]), (step, figure)
+        assert all(0 <= b <= t for b, t in zip(figure["backend"], figure["total"], strict=True))
+        assert isinstance(found["growth"][step]["total"], float)
+
+
+CONTROLLER_STEPS = {"scale_up", "identity", "status", "list", "reconcile", "scale_down"}
+
+
+def test_size_curve_of_the_controller_on_the_fake_backend():
+    from benchmarks.size import curve
+
+    found = curve("fake", [4, 8])
+    assert found["sizes"] == [4, 8]
+    check_curve(found, CONTROLLER_STEPS)
+    assert found["steps"]["scale_up"]["backend"][0] > 0, "the fake's start_workers untimed"
+
+
+@pytest.mark.local
+def test_size_curve_of_the_local_backend_and_local_cluster():
+    from benchmarks.size import curve
+
+    check_curve(curve("local", [2, 4]), CONTROLLER_STEPS)
+    check_curve(curve("LocalCluster", [2, 4]), {"scale_up", "scale_down"})
+
+
+def test_published_size_curve_agrees_with_its_results():
+    from benchmarks.size import RESULTS_FILE, table
+
+    results = json.loads(RESULTS_FILE.read_text())
+    assert results["fake"]["sizes"][-1] >= 1000 and results["docker"]["sizes"][-1] >= 64
+    assert results["local"]["sizes"][-1] >= 64 and "LocalCluster" in results
+    assert table(results) in (ROOT / "docs" / "benchmarks.md").read_text(), (
+        "docs/benchmarks.md: paste the table `python -m benchmarks.size` prints"
+    )

@@ -121,6 +121,23 @@ def test_state_files_are_the_owners_alone(cluster):
     assert leftovers == []
 
 
+def test_workers_are_forked_by_their_nanny_with_what_spawning_would_give_them(cluster):
+    """Each nanny forks its worker (no second import of distributed); the worker still gets
+    the hash seed and one-thread BLAS a spawned one would, and Client.restart() works."""
+    method = "distributed.worker.multiprocessing-method"
+    with Client(cluster) as client:
+        for restarted in (False, True):
+            assert set(client.run(lambda: __import__("dask").config.get(method)).values()) == {
+                "fork"
+            }
+            assert len(set(client.run(hash, "the same string on every worker").values())) == 1
+            blas = client.run(lambda: __import__("os").environ.get("OPENBLAS_NUM_THREADS"))
+            assert set(blas.values()) == {"1"}
+            if not restarted:
+                client.restart()
+        assert {w["name"] for w in client.scheduler_info()["workers"].values()} == cluster.workers
+
+
 @pytest.mark.bad_input
 def test_a_cross_origin_post_to_the_dashboard_retires_no_worker(cluster):
     """A web page the user visits may POST to the dashboard (text/plain needs no CORS
