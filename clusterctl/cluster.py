@@ -477,7 +477,10 @@ class Cluster(DaskCluster):
             if running >= wanted:
                 return True
             if dead := [m.name for m in workers if not m.running]:
-                log = "\n".join(list(self.backend.logs(dead[0]))[-20:])
+                try:
+                    log = "\n".join(list(self.backend.logs(dead[0]))[-20:])
+                except UserInputError:  # removed meanwhile (by the supervisor, replacing it)
+                    log = "(its log went with it: it was removed meanwhile)"
                 raise ClusterctlError(f"worker {dead[0]} exited while starting:\n{log}")
             return False
 
