@@ -53,7 +53,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     for backend, ns in sizes.items():
         if ns and (backend != "docker" or engine_ready()):
             print(f"-- size curve, {backend}: {ns} workers", flush=True)
-            results[backend] = curve(backend, ns)
+            try:
+                results[backend] = curve(backend, ns)
+            except Exception as exc:  # kept in the results; the other curves still run
+                print(f"   {backend} failed: {exc}", flush=True)
+                results[backend] = {"sizes": ns, "failed": f"{type(exc).__name__}: {exc}"}
     return results
 
 
@@ -257,7 +261,10 @@ def table(results: dict[str, Any]) -> str:
         "| --- | --- |" + " ---: |" * (len(_all_sizes(results)) + 1),
     ]
     for backend, found in results.items():
-        if not isinstance(found, dict) or "steps" not in found:
+        if not isinstance(found, dict) or "sizes" not in found:
+            continue
+        if "steps" not in found:
+            lines.append(f"| {backend} | failed: {found['failed'][:200]} |")
             continue
         basis = "cpu_here" if backend == "fake" else "total"
         for step, figure in found["steps"].items():
