@@ -307,3 +307,38 @@ def test_save_remove_load_round_trip(images, docker_engine, tmp_path: Path):
         docker_engine.images.get(name).tag(name.split(":")[0], "latest")
     out = docker_engine.containers.run(images["worker"], ["id", "-u"], remove=True)
     assert out.decode().strip() == "1000"
+
+
+class _Builds:
+    """An engine API whose builds answer with the given chunk lists, one per build."""
+
+    def __init__(self, *answers: list[dict]):
+        self.answers = list(answers)
+        self.calls = 0
+
+    def build(self, **kwargs):
+        self.calls += 1
+        return iter(self.answers.pop(0))
+
+
+def test_a_build_the_storage_driver_broke_mid_copy_is_retried_once_and_no_more(tmp_path):
+    """An engine error no real engine can be made to produce on demand (seen once from
+    fuse-overlayfs), so a stand-in API answers the builds."""
+    from types import SimpleNamespace
+
+    from clusterctl.errors import ClusterctlError
+    from clusterctl.images import _build
+
+    lost = {"error": "failed to copy files: lchown /x/merged/opt/venv/a.js: no such file"}
+    done = {"stream": "Successfully built 123\n"}
+    api = _Builds([lost], [done])
+    said: list[str] = []
+    _build(SimpleNamespace(api=api), tmp_path, said.append, tag="t:1")
+    assert api.calls == 2 and any("once more" in s for s in said) and said[-1].startswith("Succ")
+    api = _Builds([lost], [lost])
+    with pytest.raises(ClusterctlError, match="building t:1 failed: failed to copy files"):
+        _build(SimpleNamespace(api=api), tmp_path, said.append, tag="t:1")
+    api = _Builds([{"error": "no such base image"}], [done])
+    with pytest.raises(ClusterctlError, match="no such base image"):
+        _build(SimpleNamespace(api=api), tmp_path, said.append, tag="t:1")
+    assert api.calls == 1, "only the storage driver's mid-copy failure is retried"

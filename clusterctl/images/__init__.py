@@ -171,17 +171,32 @@ def image_sizes_mb(names: Iterable[str]) -> dict[str, int]:
     return {name: round(client.images.get(name).attrs["Size"] / 1e6) for name in names}
 
 
+# What the engine's storage driver says when it loses a file in the middle of a COPY (seen
+# once with fuse-overlayfs: "failed to copy files: lchown …: no such file or directory"):
+# the same build then succeeds, from the steps already cached.
+TRANSIENT_BUILD_ERROR = "failed to copy files"
+
+
 def _build(client: Any, context: Path, progress: Progress, **kwargs: Any) -> None:
-    """``docker build`` through the SDK, its output passed to ``progress``."""
-    lines: list[str] = []
-    for chunk in client.api.build(path=str(context), rm=True, forcerm=True, decode=True, **kwargs):
-        if "error" in chunk:
-            tail = "".join(lines[-15:])
-            raise ClusterctlError(f"building {kwargs.get('tag')} failed: {chunk['error']}\n{tail}")
-        if text := chunk.get("stream"):
-            lines.append(text)
-            if text.strip():
-                progress(text.rstrip())
+    """``docker build`` through the SDK, its output passed to ``progress``; retried once
+    after the engine's storage driver failed mid-copy."""
+    for attempt in (1, 2):
+        lines: list[str] = []
+        chunks = client.api.build(path=str(context), rm=True, forcerm=True, decode=True, **kwargs)
+        for chunk in chunks:
+            if "error" in chunk:
+                if attempt == 1 and TRANSIENT_BUILD_ERROR in chunk["error"]:
+                    progress(f"the engine failed mid-copy ({chunk['error'][:200]}); once more")
+                    break
+                tail = "".join(lines[-15:])
+                message = f"building {kwargs.get('tag')} failed: {chunk['error']}\n{tail}"
+                raise ClusterctlError(message)
+            if text := chunk.get("stream"):
+                lines.append(text)
+                if text.strip():
+                    progress(text.rstrip())
+        else:
+            return
 
 
 # --- step 1: the offline base ---------------------------------------------------------------
