@@ -256,9 +256,10 @@ def fake_cluster(n: int) -> Iterator[Made]:
 def table(results: dict[str, Any]) -> str:
     """docs/benchmarks.md's table: seconds per step and size, and the growth exponent (of
     the CPU seconds here for the fake backend, of the seconds for the others)."""
+    sizes = _all_sizes(results)
     lines = [
-        "| backend | step | " + " | ".join(f"n={n}" for n in _all_sizes(results)) + " | k |",
-        "| --- | --- |" + " ---: |" * (len(_all_sizes(results)) + 1),
+        "| backend | step | " + " | ".join(f"n={n}" for n in sizes) + " | k |",
+        "| --- | --- |" + " ---: |" * (len(sizes) + 1),
     ]
     for backend, found in results.items():
         if not isinstance(found, dict) or "sizes" not in found:
@@ -269,7 +270,7 @@ def table(results: dict[str, Any]) -> str:
         basis = "cpu_here" if backend == "fake" else "total"
         for step, figure in found["steps"].items():
             by_size = dict(zip(found["sizes"], figure[basis], strict=True))
-            cells = [_seconds(by_size.get(n)) for n in _all_sizes(results)]
+            cells = [_seconds(by_size.get(n)) for n in sizes]
             k = found["growth"][step][basis]
             label = f"{step.replace('_', ' ')}{' (CPU)' if basis == 'cpu_here' else ''}"
             lines.append(f"| {backend} | {label} | " + " | ".join(cells) + f" | {k:.2f} |")
