@@ -52,6 +52,16 @@ def nodes(images):
     assert nodes_left() == []
 
 
+@pytest.fixture
+def downed_afterwards():
+    """Call with a cluster's name: it is taken down after the test, also when the test
+    failed half-way, so that the module's next tests find the nodes free."""
+    names: list[str] = []
+    yield names.append
+    for name in names:
+        run_cli("down", "--name", name, check=False)
+
+
 def assert_nothing_left(nodes: dict[int, docker.DockerClient], name: str) -> None:
     """No service or secret of cluster ``name`` on the manager; no container or network on
     any node once its engine has acted on the removal (`down` returns when the manager has
@@ -79,11 +89,12 @@ def node_of(engines: dict[int, docker.DockerClient]) -> dict[str, int]:
 
 
 @pytest.mark.fault("scripts/nodes kill 3: a worker node's engine dies mid-computation")
-def test_a_cluster_across_three_nodes(nodes):
+def test_a_cluster_across_three_nodes(nodes, downed_afterwards):
     import dask
     import dask.dataframe as dd
     import pandas as pd
 
+    downed_afterwards("mn")
     started = time.monotonic()
     run_cli("up", "--backend", "swarm", "--name", "mn", "--workers", "6", timeout=300)
     up_seconds = time.monotonic() - started
@@ -224,7 +235,8 @@ def test_a_group_that_cannot_fit_the_nodes_is_refused_before_anything_starts(
 
 
 @pytest.mark.fault("scripts/nodes kill 1: the swarm's manager, with the scheduler, dies")
-def test_a_lost_manager_is_reported_and_nothing_is_forgotten(nodes):
+def test_a_lost_manager_is_reported_and_nothing_is_forgotten(nodes, downed_afterwards):
+    downed_afterwards("mk")
     run_cli("up", "--backend", "swarm", "--name", "mk", "--workers", "1", timeout=300)
     nodes_script("kill", "1")
     try:

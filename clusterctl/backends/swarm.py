@@ -342,9 +342,10 @@ class SwarmBackend(ContainerBackend):
         container = self._task_container(task) if task else None
         if container is not None:
             yield from engine.log_lines(container, follow)
+        elif follow:
+            yield from engine.lines_of(service.logs(stdout=True, stderr=True, follow=True))
         else:
-            chunks = service.logs(stdout=True, stderr=True, follow=follow)
-            yield from engine.lines_of(chunks)
+            yield from _remote_log(service)
 
     def destroy(self) -> None:
         if not self.client.info().get("Swarm", {}).get("ControlAvailable"):
@@ -494,6 +495,24 @@ class SwarmBackend(ContainerBackend):
     @cached_property
     def _this_node(self) -> str:
         return self.client.info()["Swarm"]["NodeID"]
+
+
+REMOTE_LOG_TRIES = 10  # `docker service logs` of a task on another node can come back empty
+
+
+def _remote_log(service: Any) -> list[str]:
+    """The log of a service whose task runs on another node, read through the manager.
+
+    The manager relays it from that node's engine, and a read ends empty until the node has
+    sent anything (moby#33183; on `scripts/nodes`, for ~2 s after the worker registered): a
+    started task has always written something, so an empty read is tried again, a second
+    apart.
+    """
+    for _ in range(REMOTE_LOG_TRIES - 1):
+        if lines := list(engine.lines_of(service.logs(stdout=True, stderr=True))):
+            return lines
+        time.sleep(1)
+    return list(engine.lines_of(service.logs(stdout=True, stderr=True)))
 
 
 def _current_task(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
