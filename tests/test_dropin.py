@@ -129,6 +129,17 @@ def test_dask_scheduler_in_the_worker_image_is_a_healthy_scheduler(images, docke
         container.remove(force=True)
 
 
+def test_a_commands_own_nanny_preload_runs_beside_ours(images, docker_engine):
+    """`dask-worker --preload-nanny X` (a Helm value or Compose command may add one) keeps
+    X and the preload that gives forked workers their signal handling."""
+    mine = "import logging; logging.getLogger('distributed').warning('MY PRELOAD RAN')"
+    command = ["dask-worker", "tcp://127.0.0.1:9", "--death-timeout", "2"]
+    status, output = run_once(docker_engine, images["worker"], [*command, "--preload-nanny", mine])
+    assert "MY PRELOAD RAN" in output, output
+    assert "Import preload module: clusterctl.forking" in output, output
+    assert status != 0, output  # no scheduler answered within its death-timeout
+
+
 # --- the official environment variables we can't honour ------------------------------------
 
 SECRET = "https://user:s3cr3t-t0ken@conda.example.invalid/channel"

@@ -151,12 +151,10 @@ case "$role" in
     # malloc trimming, one BLAS thread), as these must be set before Python and numpy
     # start. DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=spawn in a group's env
     # brings the spawning back.
-    # clusterctl.forking gives a forked worker a spawned one's signal handling.
+    # clusterctl.forking gives a forked worker a spawned one's signal handling; it is
+    # preloaded beside any --preload-nanny of the command's own (the option repeats).
     export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD="${DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD:-fork}"
-    case " $* " in
-      *" --preload-nanny"*) ;;
-      *) set -- --preload-nanny clusterctl.forking "$@" ;;
-    esac
+    set -- --preload-nanny clusterctl.forking "$@"
     export PYTHONHASHSEED="${PYTHONHASHSEED:-6640}" \
       MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-65536}" \
       OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}" \
