@@ -198,13 +198,24 @@ def reduction(client: Client, side: int) -> float:
     return time.perf_counter() - start
 
 
+TRANSFERS = 5  # per repeat: one takes ~0.1-0.5 s, too short to time alone
+
+
 def transfer(client: Client, megabytes: int) -> float:
+    """MB/s of worker-to-worker transfers: ``TRANSFERS`` arrays of ``megabytes``, made on
+    one worker and fetched by another one after the other, over a connection opened by a
+    small transfer first."""
     a, b = sorted(client.scheduler_info()["workers"])[:2]
-    data = client.submit(np.ones, megabytes * 2**20 // 8, workers=[a], pure=False)
-    client.submit(len, data, workers=[a], pure=False).result()  # made, on a
-    start = time.perf_counter()
-    client.submit(len, data, workers=[b], pure=False).result()
-    return megabytes / (time.perf_counter() - start)
+    client.submit(len, client.submit(np.ones, 8, workers=[a]), workers=[b]).result()  # warm
+    seconds = 0.0
+    for _ in range(TRANSFERS):
+        data = client.submit(np.ones, megabytes * 2**20 // 8, workers=[a], pure=False)
+        client.submit(len, data, workers=[a], pure=False).result()  # made, on a
+        start = time.perf_counter()
+        client.submit(len, data, workers=[b], pure=False).result()
+        seconds += time.perf_counter() - start
+        del data  # freed on both before the next one
+    return megabytes * TRANSFERS / seconds
 
 
 def timed_command(*args: str) -> float:
