@@ -115,8 +115,7 @@ def _labelled(
     """``(what, object)`` of everything on the engine carrying backend ``kind``'s labels
     (of cluster ``name``): containers, networks, volumes, and swarm services and secrets."""
     ours = labels.filters(kind, name)
-    containers = client.containers.list(ignore_removed=True, all=True, filters=ours)
-    found = [("container", c) for c in containers]
+    found = [("container", c) for c in listed_containers(client, ours)]
     found += [("network", n) for n in client.networks.list(filters=ours)]
     found += [("volume", v) for v in client.volumes.list(filters=ours)]
     if services:
