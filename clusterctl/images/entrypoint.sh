@@ -40,12 +40,22 @@ if [ "$role" = health ]; then
     fi
   fi
   case "$running" in
-    scheduler) url="http://127.0.0.1:${DASK_DASHBOARD_PORT:-8787}/health" ;;
-    worker)    url="http://127.0.0.1:${DASK_WORKER_DASHBOARD_PORT:-8788}/health" ;;
-    notebook)  url="http://127.0.0.1:${JUPYTER_PORT:-8888}/api" ;;
+    scheduler) port=${DASK_DASHBOARD_PORT:-8787} path=/health ;;
+    worker)    port=${DASK_WORKER_DASHBOARD_PORT:-8788} path=/health ;;
+    notebook)  port=${JUPYTER_PORT:-8888} path=/api ;;
     *) echo "health: unknown role $running" >&2; exit 1 ;;
   esac
-  exec python -c "import sys, urllib.request as u; sys.exit(0 if u.urlopen(sys.argv[1], timeout=3).status == 200 else 1)" "$url"
+  # One GET over a bare socket, in an interpreter without site-packages: the probe takes
+  # 0.025 CPU-s, with urllib ~0.08, every 3 s in every container (64 workers: 1.7 cores).
+  exec python -I -S -c '
+import socket, sys
+try:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3) as s:
+        s.sendall(b"GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" % sys.argv[2].encode())
+        sys.exit(0 if s.recv(64).split(b" ")[1:2] == [b"200"] else 1)
+except OSError:
+    sys.exit(1)
+' "$port" "$path"
 fi
 
 # dask-docker's images also install conda and apt packages at start; these have neither
