@@ -83,6 +83,17 @@ def test_published_tables_and_chart_agree_with_the_full_run(tmp_path):
     assert compare_images(str(LATEST.with_suffix(".png")), str(drawn), tol=2) is None
 
 
+def test_published_size_curve_agrees_with_its_run():
+    from benchmarks.report import PAGE
+    from benchmarks.size import RESULTS_FILE, table
+
+    results = json.loads(RESULTS_FILE.read_text())
+    assert results["fake"]["sizes"][-1] == 1000, "the fake's curve must reach 1,000 workers"
+    for backend in ("LocalCluster", "local", "docker"):
+        assert results[backend]["sizes"][-1] == 64 and "steps" in results[backend], backend
+    assert table(results) in PAGE.read_text(), "docs/benchmarks.md: paste benchmarks.size's table"
+
+
 def check_curve(found: dict, steps: set[str]) -> None:
     assert set(found["steps"]) == steps
     for step, figure in found["steps"].items():
