@@ -43,8 +43,8 @@ STEPS = ("scale_up", "identity", "status", "list", "reconcile", "scale_down")
 TIMED_BACKEND_CALLS = ("start_workers", "stop_workers", "members")
 RESULTS_FILE = Path(__file__).with_name("results") / "size.json"
 Steps = Callable[[int], dict[str, Callable[[], Any]]]  # size -> step -> what to run
-# 64 workers on 2 cores: each idle one takes ~0.1 CPU-s/s, and a worker started then may not
-# register within the default death-timeout (60 s), after which it exits (as it should).
+# 64 workers on 2 cores: each idle one takes ~0.1 CPU-s/s, and scale 32→64 takes minutes;
+# room for a worker queued that long to register before its death-timeout.
 PATIENT = {"clusterctl.worker.death-timeout": 600, "clusterctl.start-timeout": 900}
 
 
