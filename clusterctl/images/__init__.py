@@ -180,23 +180,28 @@ TRANSIENT_BUILD_ERROR = "failed to copy files"
 def _build(client: Any, context: Path, progress: Progress, **kwargs: Any) -> None:
     """``docker build`` through the SDK, its output passed to ``progress``; retried once
     after the engine's storage driver failed mid-copy."""
-    for attempt in (1, 2):
-        lines: list[str] = []
-        chunks = client.api.build(path=str(context), rm=True, forcerm=True, decode=True, **kwargs)
-        for chunk in chunks:
-            if "error" in chunk:
-                if attempt == 1 and TRANSIENT_BUILD_ERROR in chunk["error"]:
-                    progress(f"the engine failed mid-copy ({chunk['error'][:200]}); once more")
-                    break
-                tail = "".join(lines[-15:])
-                message = f"building {kwargs.get('tag')} failed: {chunk['error']}\n{tail}"
-                raise ClusterctlError(message)
-            if text := chunk.get("stream"):
-                lines.append(text)
-                if text.strip():
-                    progress(text.rstrip())
-        else:
-            return
+    failed = _build_once(client, context, progress, **kwargs)
+    if failed and TRANSIENT_BUILD_ERROR in failed[0]:
+        progress(f"the engine failed mid-copy ({failed[0][:200]}); once more")
+        failed = _build_once(client, context, progress, **kwargs)
+    if failed:
+        error, tail = failed
+        raise ClusterctlError(f"building {kwargs.get('tag')} failed: {error}\n{tail}")
+
+
+def _build_once(
+    client: Any, context: Path, progress: Progress, **kwargs: Any
+) -> tuple[str, str] | None:
+    """One build: None when it succeeded, else the engine's error and the output's end."""
+    lines: list[str] = []
+    for chunk in client.api.build(path=str(context), rm=True, forcerm=True, decode=True, **kwargs):
+        if "error" in chunk:
+            return chunk["error"], "".join(lines[-15:])
+        if text := chunk.get("stream"):
+            lines.append(text)
+            if text.strip():
+                progress(text.rstrip())
+    return None
 
 
 # --- step 1: the offline base ---------------------------------------------------------------
