@@ -33,7 +33,7 @@ from distributed.versions import error_message as version_error_message
 from tornado.ioloop import IOLoop
 
 from clusterctl import environment, state, supervisor, waiting
-from clusterctl.backends import Backend, backend_class, find_all, get_cluster
+from clusterctl.backends import Backend, Member, backend_class, find_all, get_cluster
 from clusterctl.errors import (
     ClusterctlError,
     ClusterNotFound,
@@ -131,7 +131,7 @@ class Cluster(DaskCluster):
                 await self._connect()
                 await self._refresh()
                 if self._wait_on_start:
-                    await self._wait_for_workers(timeout=self.spec.start_timeout)
+                    await self._wait_for_workers(timeout=self.spec.start_timeout, locked=True)
                 if not self.backend.orchestrated:  # its orchestrator keeps it as asked
                     await asyncio.to_thread(supervisor.ensure_running, self.name)
             except BaseException:
@@ -460,9 +460,21 @@ class Cluster(DaskCluster):
         n_workers: int | None = None,
         timeout: float | None = None,
         progress: ProgressCallback | None = None,
+        locked: bool = False,
     ) -> None:
+        """``locked``: the caller holds the cluster's lock (no supervisor can be at work)."""
         timeout = timeout or self.spec.start_timeout
         seen = {"running": 0, "wanted": 0}
+
+        async def dead_workers(workers: list[Member]) -> list[str]:
+            dead = [m.name for m in workers if not m.running]
+            if not dead or locked:
+                return dead
+            # Perhaps the supervisor is replacing them (cut off from the scheduler on a
+            # saturated machine): it holds the lock from stopping one to starting the next.
+            async with self._exclusive(check=False):
+                members = await asyncio.to_thread(self.backend.members)
+            return [m.name for m in members if m.role == "worker" and not m.running]
 
         async def arrived() -> bool:
             members = await asyncio.to_thread(self.backend.members)
@@ -476,10 +488,10 @@ class Cluster(DaskCluster):
             seen.update(running=running, wanted=wanted)
             if running >= wanted:
                 return True
-            if dead := [m.name for m in workers if not m.running]:
+            if dead := await dead_workers(workers):
                 try:
                     log = "\n".join(list(self.backend.logs(dead[0]))[-20:])
-                except UserInputError:  # removed meanwhile (by the supervisor, replacing it)
+                except UserInputError:  # removed since, by the supervisor replacing it
                     log = "(its log went with it: it was removed meanwhile)"
                 raise ClusterctlError(f"worker {dead[0]} exited while starting:\n{log}")
             return False

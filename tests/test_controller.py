@@ -240,6 +240,41 @@ def test_a_worker_that_never_registered_is_not_cut_off(make_cluster) -> None:
     assert fake.worker_calls() == []
 
 
+def test_waiting_for_workers_outlasts_a_replacement_under_way(make_cluster) -> None:
+    """A worker the supervisor is replacing (stopped, not yet removed) is not a worker that
+    "exited while starting": the wait settles it under the cluster's lock, which the
+    supervisor holds from stopping one to starting the next. One that died with nobody
+    replacing it still ends the wait at once."""
+    import threading
+
+    cluster, fake = make_cluster({"worker": 2})
+    group, [lost, kept] = cluster.spec.workers[0], sorted(fake.running())
+    outcome: list[BaseException | None] = []
+    with state.locked(cluster.name):  # the supervisor, at work
+        fake.kill(lost)
+        waiting = threading.Thread(
+            target=lambda: outcome.append(_raised(lambda: cluster.wait_for_workers(2, 30)))
+        )
+        waiting.start()
+        time.sleep(1)  # the wait sees the dead worker and asks for the lock
+        fake.stop_workers([lost])
+        [new] = fake.start_workers(group, 1)
+    waiting.join(TIMEOUT)
+    assert outcome == [None], f"the wait failed on a worker being replaced: {outcome}"
+    fake.kill(new)
+    with pytest.raises(ClusterctlError, match=f"worker {new} exited while starting"):
+        cluster.wait_for_workers(2, 30)
+    assert fake.running() == {kept}
+
+
+def _raised(call: Callable[[], Any]) -> BaseException | None:
+    try:
+        call()
+    except BaseException as exc:
+        return exc
+    return None
+
+
 # --- 5: adapt confined to its group ----------------------------------------------------------
 
 
