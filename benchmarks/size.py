@@ -116,7 +116,7 @@ def curve(backend: str, sizes: list[int]) -> dict[str, Any]:
 def growth(sizes: list[int], seconds: list[float]) -> float:
     """The exponent k of the least-squares fit of seconds ∝ sizeᵏ (1: linear)."""
     xs = [math.log(n) for n in sizes]
-    ys = [math.log(max(s, 1e-3)) for s in seconds]
+    ys = [math.log(max(s, 1e-6)) for s in seconds]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     spread = sum((x - mx) ** 2 for x in xs)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
@@ -124,15 +124,11 @@ def growth(sizes: list[int], seconds: list[float]) -> float:
 
 
 def cpu_seconds(excluded: threading.Thread | None) -> float:
-    """CPU seconds this process has spent, less those of the ``excluded`` thread."""
-    import psutil
-
-    process = psutil.Process()
-    times = process.cpu_times()
-    total = times.user + times.system
-    if excluded is not None:
-        thread = next(t for t in process.threads() if t.id == excluded.native_id)
-        total -= thread.user_time + thread.system_time
+    """CPU seconds this process has spent, less those of the ``excluded`` thread (both
+    read from the kernel's per-process and per-thread clocks, to the microsecond)."""
+    total = time.process_time()
+    if excluded is not None and excluded.ident is not None:
+        total -= time.clock_gettime(time.pthread_getcpuclockid(excluded.ident))
     return total
 
 
@@ -168,7 +164,7 @@ def cluster_of(backend: str, n: int) -> Iterator[Made]:
             yield made
     else:
         import clusterctl
-        from clusterctl import api
+        from clusterctl import api, state
 
         name = f"bench-size-{backend}"
         with dask.config.set(PATIENT):
@@ -177,6 +173,10 @@ def cluster_of(backend: str, n: int) -> Iterator[Made]:
             )
         try:
             yield controller_steps(c, lambda: api.status(name), api.list_clusters), c.backend, None
+        except Exception:  # what the supervisor did meanwhile goes with the cluster
+            log = state.cluster_dir(name) / "logs" / "supervisor.log"
+            print("   supervisor's log, last lines:", *log.read_text().splitlines()[-15:], sep="\n")
+            raise
         finally:
             c.shutdown()
 
@@ -260,12 +260,15 @@ def fake_cluster(n: int) -> Iterator[Made]:
 
 def table(results: dict[str, Any]) -> str:
     """docs/benchmarks.md's table: seconds per step and size, the growth exponent k of
-    those, and k of what is left without the backend's own calls (starting and stopping
-    processes, containers or the fake's in-process workers): the controller's share."""
+    those, k of what is left without the backend's own calls (starting and stopping
+    processes, containers or the fake's in-process workers), and k of the CPU seconds this
+    process spent (the controller's own work: on the fake, nothing else runs here)."""
     sizes = _all_sizes(results)
     lines = [
-        "| backend | step | " + " | ".join(f"n={n}" for n in sizes) + " | k | k less backend |",
-        "| --- | --- |" + " ---: |" * (len(sizes) + 2),
+        "| backend | step | "
+        + " | ".join(f"n={n}" for n in sizes)
+        + " | k | k less backend | k of CPU here |",
+        "| --- | --- |" + " ---: |" * (len(sizes) + 3),
     ]
     for backend, found in results.items():
         if not isinstance(found, dict) or "sizes" not in found:
@@ -277,11 +280,9 @@ def table(results: dict[str, Any]) -> str:
             by_size = dict(zip(found["sizes"], figure["total"], strict=True))
             cells = [_seconds(by_size.get(n)) for n in sizes]
             rest = [t - b for t, b in zip(figure["total"], figure["backend"], strict=True)]
-            k, k_rest = found["growth"][step]["total"], growth(found["sizes"], rest)
-            label = step.replace("_", " ")
-            lines.append(
-                f"| {backend} | {label} | " + " | ".join(cells) + f" | {k:.2f} | {k_rest:.2f} |"
-            )
+            k, k_cpu = found["growth"][step]["total"], found["growth"][step]["cpu_here"]
+            ks = f" | {k:.2f} | {growth(found['sizes'], rest):.2f} | {k_cpu:.2f} |"
+            lines.append(f"| {backend} | {step.replace('_', ' ')} | " + " | ".join(cells) + ks)
     return "\n".join(lines)
 
 
