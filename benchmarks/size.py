@@ -17,7 +17,8 @@ back to ``n/2`` before each one, unmeasured.
 Each step records the seconds it took, the seconds spent in the backend's
 ``start_workers``, ``stop_workers`` and ``members`` calls (processes, the engine, or the
 fake's workers), and the CPU seconds this process spent (the controller, the client, the
-engine's SDK; not the fake's workers and scheduler, which have their own thread).
+engine's SDK; not the fake's workers and scheduler, which have their own thread). A step
+that changes nothing is run three times at each size, and its median run kept.
 ``growth`` is the exponent k of a least-squares fit of time ∝ nᵏ: 1 is linear.
 Writes benchmarks/results/size.json and prints docs/benchmarks.md's table.
 """
@@ -40,6 +41,9 @@ import dask
 from benchmarks.clusters import BASELINE
 
 STEPS = ("scale_up", "identity", "status", "list", "reconcile", "scale_down")
+# Steps that change nothing, each taken REPEATS times at a size and its median run kept: one
+# alone may land on the scheduler's busy moment (1,000 workers' heartbeats arriving together).
+READS, REPEATS = {"identity", "status", "list", "reconcile"}, 3
 TIMED_BACKEND_CALLS = ("start_workers", "stop_workers", "members")
 RESULTS_FILE = Path(__file__).with_name("results") / "size.json"
 Steps = Callable[[int], dict[str, Callable[[], Any]]]  # size -> step -> what to run
@@ -82,20 +86,25 @@ def curve(backend: str, sizes: list[int]) -> dict[str, Any]:
     figures: dict[str, dict[str, list[float]]] = {}
     with cluster_of(backend, sizes[0] // 2) as (steps_at, timed, fake_thread):
         spent = time_calls(timed)
+
+        def measure(step: Callable[[], Any]) -> dict[str, float]:
+            spent["s"], cpu = 0.0, cpu_seconds(fake_thread)
+            start = time.perf_counter()
+            step()
+            return {
+                "total": time.perf_counter() - start,
+                "backend": spent["s"],
+                "cpu_here": cpu_seconds(fake_thread) - cpu,
+            }
+
         for n in sizes:
             steps = steps_at(n)
             steps["resize"]()  # to n/2, where the previous size left it, or its start
             for step in STEPS:
                 if step not in steps:
                     continue
-                spent["s"], cpu = 0.0, cpu_seconds(fake_thread)
-                start = time.perf_counter()
-                steps[step]()
-                took = {
-                    "total": time.perf_counter() - start,
-                    "backend": spent["s"],
-                    "cpu_here": cpu_seconds(fake_thread) - cpu,
-                }
+                runs = [measure(steps[step]) for _ in range(REPEATS if step in READS else 1)]
+                took = sorted(runs, key=lambda run: run["total"])[len(runs) // 2]
                 into = figures.setdefault(step, {k: [] for k in took})
                 for key, value in took.items():
                     into[key].append(round(value, 6))
