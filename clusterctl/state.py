@@ -134,6 +134,15 @@ def stored_backend(name: str) -> str | None:
     return data.get("backend") if isinstance(data, dict) else None
 
 
+def created(name: str) -> float | None:
+    """When cluster ``name`` was made (its ``spec.json`` written by ``up``, seconds since the
+    epoch); None when it is missing."""
+    try:
+        return (cluster_dir(name) / SPEC).lstat().st_mtime
+    except OSError:
+        return None
+
+
 def remove(name: str) -> None:
     """Empty cluster ``name``'s folder but for its lock, which the caller holds; releasing
     that lock then removes the folder."""

@@ -7,6 +7,7 @@ is left: no state folder and no process.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -290,6 +291,13 @@ def run_cli(
             f"{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def listed(name: str) -> dict[str, Any]:
+    """Cluster ``name``'s row of `clusterctl list --json` (an assertion error if not one)."""
+    rows = [c for c in json.loads(run_cli("list", "--json").stdout) if c["name"] == name]
+    assert len(rows) == 1, f"{name!r} listed {len(rows)} times"
+    return rows[0]
 
 
 def wait_healthy(container, timeout: float = 90) -> None:

@@ -23,7 +23,7 @@ import pytest
 import clusterctl
 from clusterctl import processes, state, supervisor
 from clusterctl.backends import survey
-from tests.conftest import FREE_PORTS, assert_client_refused, cli_command, run_cli
+from tests.conftest import FREE_PORTS, assert_client_refused, cli_command, listed, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.bad_input, pytest.mark.timeout(300)]
 
@@ -207,9 +207,8 @@ DAMAGES = ["spec-list", "spec-half-written", "record-without-started", "pid-text
 def test_a_damaged_cluster_is_reported_alone_and_down_removes_all_of_it(bystander, how):
     up("dmg")
     damage("dmg", how)
-    listed = run_cli("list")
-    assert "dmg\tlocal\tbroken" in listed.stdout, listed.stdout
-    assert "bystander\tlocal\trunning" in listed.stdout
+    assert (listed("dmg")["backend"], listed("dmg")["status"]) == ("local", "broken")
+    assert listed("bystander")["status"] == "running"
     status = run_cli("status", "--name", "dmg", check=False)
     assert_rejected(status, 1, "cluster 'dmg' is broken")
     assert_rejected(run_cli("scale", "2", "--name", "dmg", check=False), 1, "is broken")
@@ -245,8 +244,8 @@ def test_a_deleted_state_folder_is_found_by_the_marker_and_goes_down(bystander):
     up("nofolder", "--workers", "2")
     assert len(marked("nofolder")) >= 4  # scheduler, supervisor, and two workers (nannies)
     shutil.rmtree(state.cluster_dir("nofolder"))
-    listed = run_cli("list").stdout
-    assert "nofolder\tlocal\tbroken\tits state folder is gone" in listed, listed
+    row = listed("nofolder")
+    assert (row["status"], row["problem"][:25]) == ("broken", "its state folder is gone"), row
     assert "Cluster 'nofolder' is down." in run_cli("down", "nofolder").stdout
     assert_gone("nofolder")
     bystander.assert_untouched()
@@ -259,7 +258,7 @@ def test_a_deleted_mount_folder_does_not_keep_down_from_working(bystander, tmp_p
     spec.write_text(f"worker: {{mounts: ['{data}:/data']}}\n")
     up("mnt", "-f", str(spec))
     data.rmdir()
-    assert "mnt\tlocal\trunning" in run_cli("list").stdout
+    assert listed("mnt")["status"] == "running"
     assert run_cli("down", "mnt").returncode == 0
     assert_gone("mnt")
     bystander.assert_untouched()
@@ -428,8 +427,8 @@ def test_an_unusable_state_home_is_a_message(bystander, tmp_path, case):
         home.write_text("not a folder")
     up_ = run_cli("up", "--name", "x", *FREE_PORTS, check=False, env=state_env(home))
     assert_rejected(up_, 2, "state folder")
-    listed = run_cli("list", check=False, env=state_env(home))  # none there, or a message
-    assert listed.returncode in (0, 2) and "Traceback" not in listed.stderr, listed.stderr
+    listing = run_cli("list", check=False, env=state_env(home))  # none there, or a message
+    assert listing.returncode in (0, 2) and "Traceback" not in listing.stderr, listing.stderr
     bystander.assert_untouched()
 
 

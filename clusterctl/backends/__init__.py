@@ -6,18 +6,23 @@ broken, and never keeps ``list``, ``up`` or ``down`` from working on the others.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
+from clusterctl import state
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, ClusterNotFound, SpecError
-from clusterctl.spec import BACKENDS
+from clusterctl.spec import BACKENDS, ClusterSpec
 
 logger = logging.getLogger(__name__)
 
 # Backend name -> "module:Class" (backend "x" is XBackend in clusterctl.backends.x); modules
 # are imported only when used.
+ASK_WITHIN = 5.0  # seconds a scheduler has to answer `list`
 REGISTRY = {kind: f"clusterctl.backends.{kind}:{kind.capitalize()}Backend" for kind in BACKENDS}
 
 
@@ -31,6 +36,13 @@ class Found:
     # does not answer)
     status: str
     problem: str = ""  # why it is broken or unreachable
+    # dask-ctl's columns, as far as known: the scheduler's, while it answers
+    type: str = "clusterctl.Cluster"
+    address: str = ""
+    workers: int | None = None
+    threads: int | None = None
+    memory: int | None = None  # bytes: the workers' memory limits added up
+    created: float | None = None  # seconds since the epoch
 
 
 def backend_class(kind: str) -> type[Backend]:
@@ -91,11 +103,49 @@ def _inspect(cls: type[Backend], name: str) -> Found | None:
         if backend.problem:
             status = "unreachable" if backend.unreachable else "broken"
             return Found(name, cls.kind, status, backend.problem)
-        running = any(m.role == "scheduler" and m.running for m in backend.members())
-        return Found(name, cls.kind, "running" if running else "stopped")
+        created = state.created(name)
+        if not any(m.role == "scheduler" and m.running for m in backend.members()):
+            return Found(name, cls.kind, "stopped", created=created)
+        address = backend.scheduler_address()
+        return Found(
+            name,
+            cls.kind,
+            "running",
+            address=address,
+            created=created,
+            **_scheduler_counts(address, backend.spec),
+        )
     except Exception as exc:  # reported, never in the way of the other clusters
         logger.debug("reading cluster %s failed", name, exc_info=True)
         return Found(name, cls.kind, "broken", f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _scheduler_counts(address: str, spec: ClusterSpec) -> dict[str, int]:
+    """Workers, threads and memory limits (bytes) the scheduler at ``address`` counts; {}
+    when it does not answer within ASK_WITHIN seconds (also when called from inside a
+    running event loop: dask-ctl's discovery is a coroutine)."""
+    from distributed.core import rpc
+
+    from clusterctl.security import client_security
+
+    args = client_security(spec.name, spec.security.tls).get_connection_args("client")
+
+    async def ask() -> dict[str, Any]:
+        async with rpc(address, connection_args=args) as scheduler:
+            return await scheduler.identity()
+
+    with ThreadPoolExecutor(1) as thread:
+        try:
+            identity = thread.submit(asyncio.run, asyncio.wait_for(ask(), ASK_WITHIN)).result()
+        except (OSError, TimeoutError):
+            logger.debug("the scheduler at %s did not answer", address, exc_info=True)
+            return {}
+    workers = identity["workers"].values()
+    return {
+        "workers": len(workers),
+        "threads": sum(w["nthreads"] for w in workers),
+        "memory": sum(w["memory_limit"] or 0 for w in workers),
+    }
 
 
 __all__ = [
