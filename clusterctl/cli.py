@@ -6,6 +6,7 @@ that ``clusterctl --help`` stays instant.
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from typing import Any
@@ -17,7 +18,10 @@ from clusterctl.errors import ClusterctlError, EnvironmentMismatchWarning
 from clusterctl.render import RENDERED
 
 NAME_HELP = "Cluster name (default: clusterctl.name in dask.config, normally 'default')."
-MAX_WORKERS = 1000  # the spec's own limit (clusterctl.spec.MAX_WORKERS), kept import-free
+# The spec's own, kept import-free (a test checks they agree): clusterctl.spec's MAX_WORKERS
+# and BACKENDS.
+MAX_WORKERS = 1000
+BACKENDS = ("local", "docker", "compose", "swarm", "kubernetes")
 
 
 class Group(click.Group):
@@ -42,8 +46,18 @@ class Whole(click.IntRange):
         return super().fail(message, param, ctx)
 
 
+def cluster_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion: the names of the clusters made on this machine."""
+    from clusterctl import state
+
+    try:
+        return [name for name in state.names() if name.startswith(incomplete)]
+    except Exception:  # a broken state folder: no completions, never a traceback
+        return []
+
+
 def name_option(f: Any) -> Any:
-    return click.option("--name", "-n", help=NAME_HELP)(f)
+    return click.option("--name", "-n", help=NAME_HELP, shell_complete=cluster_names)(f)
 
 
 def spec_file_option(f: Any) -> Any:
@@ -62,7 +76,7 @@ def _name(name: str | None) -> str:
     return name or default_name()
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="clusterctl", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="clusterctl")
 def cli() -> None:
     """An interactive Dask cluster in one command, on this machine or in containers.
@@ -73,6 +87,8 @@ def cli() -> None:
     clusterctl status             workers, memory, tasks, dashboard link, versions
     clusterctl down               stop it and remove everything it made
     """
+    # Commands submit no tasks: what a cluster lacks is shown by `status`, not warned about.
+    warnings.filterwarnings("ignore", category=EnvironmentMismatchWarning)
 
 
 @cli.command()
@@ -81,7 +97,7 @@ def cli() -> None:
 @click.option("--workers", "-w", type=Whole(0, MAX_WORKERS), help="Workers in the first group.")
 @click.option("--threads", type=Whole(1, 1024), help="Threads per worker.")
 @click.option("--memory-limit", help='Memory per worker: "auto", "4GiB", or a fraction.')
-@click.option("--backend", "-b", help="local (default), docker, compose, swarm, kubernetes.")
+@click.option("--backend", "-b", type=click.Choice(BACKENDS), help="Where (default: local).")
 @click.option("--host", help="Scheduler bind address (default 127.0.0.1).")
 @click.option(
     "--tls/--no-tls",
@@ -204,15 +220,26 @@ def status(name: str | None, as_json: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 @click.option("--tail", type=Whole(1), help="Only the last N lines.")
 def logs(process: str, name: str | None, follow: bool, tail: int | None) -> None:
-    """Print the log of the scheduler (default) or of a worker (by name)."""
+    """Print the log of the scheduler (default), of a worker (by name), or of the
+    supervisor (which replaces lost workers and runs adaptive scaling)."""
     from itertools import islice
 
+    from clusterctl import supervisor
     from clusterctl.backends import get_cluster
+    from clusterctl.errors import UserInputError
 
     backend = get_cluster(_name(name))
-    lines = backend.logs(process, follow=follow)
+    read = functools.partial(backend.logs, process)
+    if process == "supervisor":
+        if backend.orchestrated:
+            raise UserInputError(
+                f"cluster {backend.spec.name!r} has no supervisor: on {backend.kind}, "
+                "its orchestrator replaces lost workers"
+            )
+        read = functools.partial(supervisor.logs, backend.spec.name)
+    lines = read(follow=follow)
     if tail:
-        total = sum(1 for _ in backend.logs(process))
+        total = sum(1 for _ in read())
         lines = islice(lines, max(total - tail, 0), None)
     for line in lines:
         click.echo(line)
@@ -259,7 +286,8 @@ def notebook(name: str | None, open_browser: bool) -> None:
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(as_json: bool) -> None:
-    """Clusters on this machine: running, stopped (scheduler gone), or broken."""
+    """Clusters on this machine: running, stopped (scheduler gone), or broken; with
+    dask-ctl's columns (address, workers, threads, memory, created)."""
     import json
     from dataclasses import asdict
 
@@ -271,15 +299,39 @@ def list_(as_json: bool) -> None:
     elif not clusters:
         click.echo("No clusters.")
     else:
-        for c in clusters:
-            problem = f"\t{c.problem}" if c.problem else ""
-            if c.status == "broken":
-                problem += f"; `clusterctl down {c.name}` removes it"
-            click.echo(f"{c.name}\t{c.backend}\t{c.status}{problem}")
+        _print_list(clusters)
+
+
+def _print_list(clusters: list[Any]) -> None:
+    import datetime
+
+    from dask.utils import format_bytes, format_time_ago
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    columns = ("name", "address", "type", "workers", "threads", "memory", "created", "status")
+    table = Table(*columns, box=None, pad_edge=False)
+    table.columns[0].no_wrap = True
+    for c in clusters:
+        status = f"{c.status}: {c.problem}" if c.problem else c.status
+        if c.status == "broken":
+            status += f"; `clusterctl down {c.name}` removes it"
+        created = c.created and format_time_ago(datetime.datetime.fromtimestamp(c.created))
+        counts = (c.workers, c.threads, c.memory and format_bytes(c.memory))
+        table.add_row(
+            c.name,
+            c.address,
+            c.backend,
+            *("" if v is None else str(v) for v in counts),
+            created or "",
+            status,
+        )
+    console.print(table, highlight=False)
 
 
 @cli.command()
-@click.argument("cluster", required=False)
+@click.argument("cluster", required=False, shell_complete=cluster_names)
 @name_option
 @click.option("--all", "all_", is_flag=True, help="Every cluster on this machine.")
 def down(cluster: str | None, name: str | None, all_: bool) -> None:
@@ -505,6 +557,15 @@ def _print_status(report: dict[str, Any]) -> None:
     if report.get("adaptive"):
         a = report["adaptive"]
         console.print(f"adaptive   {a['minimum']} to {a['maximum']} workers")
+    if report.get("idle_timeout"):
+        from dask.utils import format_time
+
+        left = report.get("idle_left")
+        console.print(
+            f"idle       removed after {format_time(report['idle_timeout'])} with no client "
+            "and no task"
+            + (f": idle now, removed in {format_time(left)}" if left is not None else "")
+        )
     if report["scheduler_running"] and not report.get("supervised"):
         console.print(
             "[yellow]supervisor: not running[/] (dead workers are not replaced); "
@@ -533,7 +594,5 @@ def _print_status(report: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    # Commands submit no tasks: what a cluster lacks is shown by `status`, not warned about.
-    warnings.filterwarnings("ignore", category=EnvironmentMismatchWarning)
+    """Console-script entry point (also `dask clusterctl`, through dask's ``dask_cli``)."""
     cli()

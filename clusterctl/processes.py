@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,21 @@ def _group_alive(pgid: int) -> bool:
         except (ProcessLookupError, psutil.Error):
             continue
     return False
+
+
+def log_lines(path: str | Path, follow_while: Callable[[], bool] | None = None) -> Iterator[str]:
+    """The lines of the log at ``path``; then, while ``follow_while()`` holds, new ones as
+    they come. OSError if it can't be opened (a symlink is refused)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, errors="replace") as f:
+        while True:
+            line = f.readline()
+            if line:
+                yield line.rstrip("\n")
+            elif follow_while is not None and follow_while():
+                time.sleep(0.2)
+            else:
+                return
 
 
 def tail(path: str | Path, lines: int = 20) -> str:

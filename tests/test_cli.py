@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import urllib.request
@@ -12,7 +13,7 @@ import pytest
 
 from clusterctl import state
 from clusterctl.backends.base import port_is_free
-from tests.conftest import FREE_PORTS, free_port, run_cli
+from tests.conftest import FREE_PORTS, free_port, listed, run_cli
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]  # each test runs `clusterctl up`
 
@@ -39,7 +40,21 @@ def test_up_scale_status_health_down_on_the_default_ports():
         assert "t1-worker-4" in table
         with urllib.request.urlopen("http://127.0.0.1:8787/health", timeout=10) as r:
             assert r.read() == b"ok"
-        assert "t1\tlocal" in run_cli("list").stdout
+        row = listed("t1")
+        assert (row["backend"], row["status"], row["workers"]) == ("local", "running", 4)
+        assert row["address"].endswith("://127.0.0.1:8786") and row["threads"] >= 4
+        assert row["memory"] > 0 and time.time() - 600 < row["created"] < time.time()
+        table = run_cli("list").stdout.splitlines()
+        assert table[0].split() == [
+            *["name", "address", "type", "workers", "threads", "memory"],
+            "created",
+            "status",
+        ]
+        assert re.match(
+            rf"t1 +{re.escape(row['address'])} +local +4 +\d+ +[\d.]+ \wiB +"
+            r"(Just now|\d+ \w+ ago) +running$",
+            table[1],
+        ), table
         assert run_cli("dashboard", "--name", "t1").stdout.strip() == (
             "http://127.0.0.1:8787/status"
         )
@@ -47,6 +62,8 @@ def test_up_scale_status_health_down_on_the_default_ports():
         assert no_notebook.returncode == 2 and "has no notebook" in no_notebook.stderr
         assert "Register worker" in run_cli("logs", "--name", "t1").stdout
         worker_log = run_cli("logs", "t1-worker-3", "--name", "t1", "--tail", "3").stdout
+        supervisor_log = run_cli("logs", "supervisor", "--name", "t1").stdout
+        assert "supervising t1: a look every" in supervisor_log, supervisor_log
         assert len(worker_log.splitlines()) == 3
     finally:
         run_cli("down", "--name", "t1")
@@ -128,3 +145,20 @@ def test_down_all_and_down_twice():
     again = run_cli("down", "a1")
     assert "nothing to do" in again.stdout
     assert state.names() == []
+
+
+def test_the_supervisor_log_is_read_with_its_rotated_copies_oldest_first():
+    from clusterctl import supervisor
+
+    log = supervisor.log_path("rotated")
+    with state.locked("rotated"):  # released, it takes the emptied folder with it
+        try:
+            log.parent.mkdir()
+            for suffix, text in ((".2", "oldest\n"), (".1", "older\n"), ("", "newest\n")):
+                log.with_name(log.name + suffix).write_text(text)
+            assert list(supervisor.logs("rotated")) == ["oldest", "older", "newest"]
+            for suffix in (".2", ".1", ""):
+                log.with_name(log.name + suffix).unlink()
+            assert list(supervisor.logs("rotated")) == [], "no log yet: no lines, no error"
+        finally:
+            state.remove("rotated")

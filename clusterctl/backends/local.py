@@ -20,7 +20,6 @@ import re
 import secrets
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -239,18 +238,11 @@ class LocalBackend(Backend):
             raise UserInputError(f"no scheduler or worker named {name!r}; known: {known}")
         record = records[name]
         try:
-            fd = os.open(record.log, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            yield from processes.log_lines(
+                record.log, lambda: follow and processes.is_alive(record)
+            )
         except OSError as exc:
             raise ClusterctlError(f"the log of {name} can't be read: {exc.strerror}") from None
-        with os.fdopen(fd, errors="replace") as f:
-            while True:
-                line = f.readline()
-                if line:
-                    yield line.rstrip("\n")
-                elif follow and processes.is_alive(record):
-                    time.sleep(0.2)
-                else:
-                    return
 
     def destroy(self) -> None:
         """Stop every process of the cluster: those recorded (workers and notebook first),

@@ -20,17 +20,23 @@ lock, where it holds nothing (all it changes, it changes under that lock).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from clusterctl import processes, state
 from clusterctl.processes import ProcessRecord
 
 RECORD = "supervisor.json"  # the running supervisor: pid, start time, log
+IDLE = "idle.json"  # {since}: when the supervisor found the cluster idle (idle-timeout)
 SETTINGS = "adapt.json"  # adaptive bounds {minimum, maximum, group}; absent: a fixed size
 LIFELOCK = "supervisor.lock"  # flock'ed by the supervisor for as long as it runs
 INTERVAL = 1.0  # seconds between two looks at the cluster
+IDLE_EVERY = 5  # looks between two at whether it is idle (each one is logged by the scheduler)
+LOG_BYTES, LOG_BACKUPS = 1 << 20, 2  # its log is rotated past 1 MiB; two old ones are kept
 
 
 def ensure_running(name: str) -> None:
@@ -40,11 +46,29 @@ def ensure_running(name: str) -> None:
     folder = state.cluster_dir(name)
     record = processes.spawn(
         [sys.executable, "-m", "clusterctl.supervisor", name],
-        folder / "logs" / "supervisor.log",
+        log_path(name),
         env={**os.environ, "CLUSTERCTL_CLUSTER": name},
         folder=folder,
     )
     state.write_json(folder / RECORD, record.to_dict())
+
+
+def log_path(name: str) -> Path:
+    """Cluster ``name``'s supervisor log; LOG_BACKUPS older ones beside it, as ``.1``, ..."""
+    return state.cluster_dir(name) / "logs" / "supervisor.log"
+
+
+def logs(name: str, follow: bool = False) -> Iterator[str]:
+    """The lines of cluster ``name``'s supervisor log, the rotated ones first; with
+    ``follow``, new lines as long as the supervisor runs."""
+    current = log_path(name)
+    for n in range(LOG_BACKUPS, 0, -1):
+        with contextlib.suppress(FileNotFoundError):
+            yield from processes.log_lines(f"{current}.{n}")
+    try:
+        yield from processes.log_lines(current, lambda: follow and running(name))
+    except FileNotFoundError:
+        return  # none yet: no worker has needed replacing, nor anything gone wrong
 
 
 def _record(name: str) -> ProcessRecord | None:
@@ -81,8 +105,29 @@ def set_adapt(name: str, settings: dict[str, Any] | None) -> None:
         state.write_json(path, settings)
 
 
+def idle_since(name: str) -> float | None:
+    """Since when (seconds since the epoch) cluster ``name`` has had no client and no task,
+    as its supervisor saw; None when it hasn't, or nothing watches."""
+    try:
+        data = state.read_json(state.cluster_dir(name) / IDLE)
+    except state.BrokenState:
+        return None
+    since = data.get("since") if isinstance(data, dict) else None
+    return float(since) if isinstance(since, (int, float)) else None
+
+
+def set_idle_since(name: str, since: float | None) -> None:
+    """Record when cluster ``name`` became idle (None: it is in use again)."""
+    path = state.cluster_dir(name) / IDLE
+    if since is None:
+        path.unlink(missing_ok=True)
+    else:
+        state.write_json(path, {"since": since})
+
+
 def kill(name: str) -> None:
-    """Kill cluster ``name``'s supervisor, if it has one. Hold the cluster's lock."""
-    if record := _record(name):
+    """Kill cluster ``name``'s supervisor, if it has one (not this process: the supervisor
+    removing its idle cluster). Hold the cluster's lock."""
+    if (record := _record(name)) and record.pid != os.getpid():
         processes.stop([record], grace=0)
     (state.cluster_dir(name) / RECORD).unlink(missing_ok=True)
