@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -504,6 +506,26 @@ class Cluster(DaskCluster):
         )
         await self._refresh()
 
+    def idle_check(self) -> bool:
+        """One look for the spec's ``idle-timeout`` (the supervisor's, every few seconds):
+        whether the cluster has had no client connected and no task for that long. The
+        idle clock starts when a look first finds it so, and is kept in the cluster's
+        folder for ``status``."""
+        return self.sync(self._idle_check)
+
+    async def _idle_check(self) -> bool:
+        answer = await self.scheduler_comm.run_function(function=dumps(_idle_since))
+        idle = answer.get("status") == "OK" and answer["result"] is not None
+        since = await asyncio.to_thread(supervisor.idle_since, self.name)
+        if not idle:
+            if since is not None:
+                await asyncio.to_thread(supervisor.set_idle_since, self.name, None)
+            return False
+        if since is None:
+            since = time.time()
+            await asyncio.to_thread(supervisor.set_idle_since, self.name, since)
+        return time.time() - since >= (self.spec.idle_timeout or math.inf)
+
     def describe(self) -> dict[str, Any]:
         """Workers, threads, memory, tasks, versions and scaling mode, for ``status``."""
         return self.sync(self._describe)
@@ -586,7 +608,16 @@ class Cluster(DaskCluster):
             "environment_mismatch": self.environment_mismatch,
             "adaptive": await asyncio.to_thread(supervisor.adapt_settings, self.name),
             "supervised": await asyncio.to_thread(supervisor.running, self.name),
+            "idle_timeout": self.spec.idle_timeout,
+            "idle_left": await asyncio.to_thread(self._idle_left),
         }
+
+    def _idle_left(self) -> float | None:
+        """Seconds until an idle cluster is removed (None: not idle, or no idle-timeout)."""
+        since = supervisor.idle_since(self.name)
+        if self.spec.idle_timeout is None or since is None:
+            return None
+        return max(0.0, since + self.spec.idle_timeout - time.time())
 
 
 class GroupAdaptive(Adaptive):
@@ -657,6 +688,15 @@ def _destroy_locked(backend: Backend) -> None:
 
 
 __all__ = ["Cluster", "GroupAdaptive", "destroy_cluster"]
+
+
+def _idle_since(dask_scheduler: Any) -> float | None:
+    """Run on the scheduler: since when (its clock) it has run no task, or None while a
+    client is connected or something happened since the last look (Dask's ``check_idle``
+    counts every task transition between two looks)."""
+    if any(client != "fire-and-forget" for client in dask_scheduler.clients):
+        return None
+    return dask_scheduler.check_idle()
 
 
 def _heard_from(workers: Iterable[dict[str, Any]], ttl: float) -> set[str]:

@@ -10,6 +10,9 @@ from clusterctl.spec import ClusterSpec, WorkerGroup
 
 TLS_IN_CONTAINER = "/etc/clusterctl/tls"  # where containers find the cluster's certificates
 TOKEN_IN_CONTAINER = "/etc/clusterctl/notebook/token"  # the notebook's token file
+# The generic resource a swarm node's engine advertises for its GPUs
+# (`dockerd --node-generic-resource NVIDIA-GPU=<uuid>`), which workers reserve there.
+SWARM_GPU_KIND = "NVIDIA-GPU"
 
 
 def scheduler_env(spec: ClusterSpec) -> dict[str, str]:
@@ -28,8 +31,11 @@ def worker_args(group: WorkerGroup) -> list[str]:
         "--memory-limit",
         str(group.memory_limit),
     ]
-    if group.resources:
-        args += ["--resources", " ".join(f"{k}={v:g}" for k, v in group.resources.items())]
+    resources = dict(group.resources)
+    if isinstance(group.gpus, int):  # tasks ask for them with resources={"GPU": 1}
+        resources.setdefault("GPU", group.gpus)
+    if resources:
+        args += ["--resources", " ".join(f"{k}={v:g}" for k, v in resources.items())]
     return args
 
 

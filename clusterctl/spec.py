@@ -15,13 +15,14 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import yaml
 
 from clusterctl.errors import SpecError
 
+MAX_GPUS = 64  # per worker
 BACKENDS = ("local", "docker", "compose", "swarm", "kubernetes")
 DEFAULT_GROUP = "worker"
 MAX_WORKERS = 1000  # in all groups together
@@ -87,11 +88,16 @@ class SecuritySpec:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a group's workers may run on a swarm: constraints in swarm's own syntax
-    (``node.labels.pool==big``, ``node.role!=manager``) and at most how many on one node."""
+    """Where a group's workers may run. On a swarm: constraints in swarm's own syntax
+    (``node.labels.pool==big``, ``node.role!=manager``) and at most how many on one node.
+    On Kubernetes: the pods' ``nodeSelector``, ``tolerations`` and ``affinity``, as
+    Kubernetes writes them."""
 
     constraints: tuple[str, ...] = ()
     max_replicas_per_node: int | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    affinity: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class WorkerGroup:
     threads: int
     memory_limit: str | int | float
     cpus: float | None  # container backends: the CPU limit of each worker
+    gpus: int | str | None  # container backends: GPUs per worker, a number or "all"
     death_timeout: float
     resources: dict[str, float]
     env: dict[str, str]
@@ -128,6 +135,9 @@ class ClusterSpec:
     # Seconds a worker that had registered may stay lost to the scheduler (gone from it, or
     # silent for scheduler.worker-ttl: its network cut, or hung) before it is replaced.
     cut_off: float
+    # Seconds with no client connected and no task before the whole cluster is removed
+    # (None: never).
+    idle_timeout: float | None = None
 
     def group(self, name: str | None = None) -> WorkerGroup:
         """The named worker group, or the first one when ``name`` is None."""
@@ -189,6 +199,7 @@ _WORKER_KEYS = {
     "threads",
     "memory_limit",
     "cpus",
+    "gpus",
     "death_timeout",
     "resources",
     "env",
@@ -206,6 +217,7 @@ _SPEC_KEYS: dict[str, Any] = {
     "workers": "groups",
     "start_timeout": None,
     "cut_off": None,
+    "idle_timeout": None,
 }
 
 
@@ -431,7 +443,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
     # (not checked for a stored spec, which may be read on another machine).
     here = not stored and backend in ("local", "docker", "compose")
     workers = tuple(
-        _build_group(_check_group_name(gname), {**defaults, **g}, stored, here)
+        _build_group(_check_group_name(gname), {**defaults, **g}, stored, here, backend)
         for gname, g in groups.items()
     )
     _check_total(workers, "workers")
@@ -462,6 +474,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
         )
     timeout = _check_number(_need(data, "start_timeout", "spec"), "start-timeout", 1, 3600)
     cut_off = _check_number(_setting(data, "cut_off", "spec", stored), "cut-off", 1, 3600)
+    idle_timeout = _check_idle_timeout(_setting(data, "idle_timeout", "spec", stored), backend)
     return ClusterSpec(
         name=name,
         backend=backend,
@@ -471,10 +484,13 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
         security=security,
         start_timeout=timeout,
         cut_off=cut_off,
+        idle_timeout=idle_timeout,
     )
 
 
-def _build_group(name: str, g: dict[str, Any], stored: bool, here: bool) -> WorkerGroup:
+def _build_group(
+    name: str, g: dict[str, Any], stored: bool, here: bool, backend: str
+) -> WorkerGroup:
     p = f"workers.{name}"
     memory = _need(g, "memory_limit", p)
     return WorkerGroup(
@@ -483,6 +499,7 @@ def _build_group(name: str, g: dict[str, Any], stored: bool, here: bool) -> Work
         threads=_check_int(_need(g, "threads", p), f"{p}.threads", low=1, high=1024),
         memory_limit=_check_memory(memory, f"{p}.memory-limit", fraction_of_machine=here),
         cpus=None if g.get("cpus") is None else _check_number(g["cpus"], f"{p}.cpus", 0.01, 1024),
+        gpus=_check_gpus(g.get("gpus"), f"{p}.gpus", backend),
         death_timeout=_check_number(_need(g, "death_timeout", p), f"{p}.death-timeout", 1, 86400),
         resources=_check_mapping(g.get("resources") or {}, f"{p}.resources", _check_resource),
         env=_check_mapping(g.get("env") or {}, f"{p}.env", _check_env),
@@ -490,6 +507,55 @@ def _build_group(name: str, g: dict[str, Any], stored: bool, here: bool) -> Work
         mounts=_check_mounts(g.get("mounts") or [], f"{p}.mounts", stored),
         placement=_check_placement(g.get("placement") or {}, f"{p}.placement"),
     )
+
+
+MAX_IDLE = 30 * 86400  # seconds: a month
+
+
+def _check_idle_timeout(value: Any, backend: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value
+    if isinstance(value, str):
+        from dask.utils import parse_timedelta
+
+        try:
+            seconds = parse_timedelta(value, default="seconds")
+        except (ValueError, KeyError):
+            seconds = None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
+        raise SpecError(
+            f"idle-timeout: must be seconds or a duration such as 30s or 2h, got {describe(value)}"
+        )
+    if not 10 <= seconds <= MAX_IDLE:
+        raise SpecError(f"idle-timeout: must be from 10s to 30 days, got {_show(value)}")
+    if backend == "swarm":
+        raise SpecError(
+            "idle-timeout: a swarm cluster has no supervisor to remove it when idle; "
+            "run `clusterctl down` (or set idle-timeout on another backend)"
+        )
+    return float(seconds)
+
+
+def _check_gpus(value: Any, where: str, backend: str) -> int | str | None:
+    if value is None:
+        return None
+    if value != "all":
+        try:
+            value = _check_int(value, where, 1, MAX_GPUS)
+        except SpecError:
+            raise SpecError(
+                f'{where}: must be a whole number from 1 to {MAX_GPUS} or "all", '
+                f"got {describe(value)}"
+            ) from None
+    if backend == "local":
+        raise SpecError(
+            f"{where}: GPUs are handed to containers; local workers see this machine's GPUs "
+            "as they are (resources: {GPU: 1} lets tasks ask for one)"
+        )
+    if value == "all" and backend in ("swarm", "kubernetes"):
+        raise SpecError(f"{where}: {backend} reserves GPUs by number: give one, not all")
+    return value
 
 
 # What a swarm placement constraint may test, and how (as `docker service create` takes it)
@@ -503,10 +569,10 @@ def _check_placement(value: Any, where: str) -> Placement:
     if not isinstance(value, Mapping):
         raise SpecError(f"{where}: must be a mapping, got {describe(value)}")
     data = {str(key).replace("-", "_"): v for key, v in value.items()}
-    if unknown := set(data) - {"constraints", "max_replicas_per_node"}:
+    if unknown := set(data) - _PLACEMENT_KEYS:
         raise SpecError(
-            f"{where}.{_field(sorted(unknown)[0])}: unknown field; "
-            "allowed: constraints, max-replicas-per-node"
+            f"{where}.{_field(sorted(unknown)[0])}: unknown field; allowed: "
+            + ", ".join(sorted(_field(key) for key in _PLACEMENT_KEYS))
         )
     constraints = data.get("constraints") or []
     if not isinstance(constraints, (list, tuple)) or len(constraints) > 32:
@@ -522,7 +588,88 @@ def _check_placement(value: Any, where: str) -> Placement:
     most = data.get("max_replicas_per_node")
     if most is not None:
         most = _check_int(most, f"{where}.max-replicas-per-node", 1, MAX_WORKERS)
-    return Placement(constraints=tuple(constraints), max_replicas_per_node=most)
+    return Placement(
+        constraints=tuple(constraints),
+        max_replicas_per_node=most,
+        node_selector=_check_mapping(
+            data.get("node_selector") or {}, f"{where}.node-selector", _check_node_label
+        ),
+        tolerations=_check_tolerations(data.get("tolerations") or [], f"{where}.tolerations"),
+        affinity=_check_affinity(data.get("affinity") or {}, f"{where}.affinity"),
+    )
+
+
+_PLACEMENT_KEYS = {
+    "constraints",
+    "max_replicas_per_node",
+    "node_selector",
+    "tolerations",
+    "affinity",
+}
+# Kubernetes' label key (an optional DNS prefix, then a name) and label value
+_LABEL_KEY = re.compile(
+    r"([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+)
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?")
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+_TOLERATION_CHOICES = {
+    "operator": ("Exists", "Equal"),
+    "effect": ("", "NoSchedule", "PreferNoSchedule", "NoExecute"),
+}
+
+
+def _check_node_label(key: Any, value: Any, where: str) -> tuple[str, str]:
+    if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key):
+        raise SpecError(f"{where}: not a Kubernetes label key (such as nvidia.com/gpu.present)")
+    if not isinstance(value, str) or not _LABEL_VALUE.fullmatch(value):
+        raise SpecError(
+            f"{where}: must be a Kubernetes label value (a string of at most 63 letters, "
+            f"digits, '-', '_' or '.'), got {describe(value)}"
+        )
+    return key, value
+
+
+def _check_tolerations(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > 32:
+        raise SpecError(f"{where}: must be a list of at most 32, got {describe(value)}")
+    for i, toleration in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(toleration, Mapping):
+            raise SpecError(f"{at}: must be a mapping, got {describe(toleration)}")
+        if unknown := set(toleration) - _TOLERATION_KEYS:
+            raise SpecError(
+                f"{at}.{_field(sorted(map(str, unknown))[0])}: unknown field; allowed: "
+                + ", ".join(sorted(_TOLERATION_KEYS))
+            )
+        for key, choices in _TOLERATION_CHOICES.items():
+            if key in toleration and toleration[key] not in choices:
+                raise SpecError(
+                    f"{at}.{key}: must be one of {', '.join(map(repr, choices))}, "
+                    f"got {describe(toleration[key])}"
+                )
+        for key in ("key", "value"):
+            if key in toleration and not isinstance(toleration[key], str):
+                raise SpecError(f"{at}.{key}: must be a string, got {describe(toleration[key])}")
+        if "tolerationSeconds" in toleration:
+            _check_int(toleration["tolerationSeconds"], f"{at}.tolerationSeconds", 0, 10**9)
+    return tuple(dict(toleration) for toleration in value)
+
+
+def _check_affinity(value: Any, where: str) -> dict[str, Any]:
+    """Kubernetes' own affinity, checked here for its kinds only: the rendered manifests
+    are what Kubernetes validates (and the tests, against its schemas)."""
+    kinds = {"nodeAffinity", "podAffinity", "podAntiAffinity"}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where}: must be a mapping, got {describe(value)}")
+    if unknown := set(value) - kinds:
+        raise SpecError(
+            f"{where}.{_field(sorted(map(str, unknown))[0])}: unknown field; allowed: "
+            + ", ".join(sorted(kinds))
+        )
+    for kind, rules in value.items():
+        if not isinstance(rules, Mapping):
+            raise SpecError(f"{where}.{kind}: must be a mapping, got {describe(rules)}")
+    return dict(value)
 
 
 def describe(value: Any) -> str:

@@ -130,6 +130,40 @@ SPEC_FILES: dict[str, tuple[str | bytes, str]] = {
         "placement.max-replicas-per-node: must be a whole number from 1",
     ),
     "placement-unknown": ("worker: {placement: {spread: node.id}}\n", "placement.spread: unknown"),
+    # Kubernetes placement: its own label syntax and toleration fields
+    "node-selector-bad-key": (
+        "worker: {placement: {node-selector: {'a b': x}}}\n",
+        "placement.node-selector.a b: not a Kubernetes label key",
+    ),
+    "node-selector-number": (
+        "worker: {placement: {node-selector: {pool: 1}}}\n",
+        "must be a Kubernetes label value",
+    ),
+    "toleration-unknown": (
+        "worker: {placement: {tolerations: [{key: a, effct: NoSchedule}]}}\n",
+        "placement.tolerations[0].effct: unknown field",
+    ),
+    "toleration-operator": (
+        "worker: {placement: {tolerations: [{key: a, operator: Is}]}}\n",
+        "tolerations[0].operator: must be one of 'Exists', 'Equal'",
+    ),
+    "affinity-unknown": (
+        "worker: {placement: {affinity: {nodeAfinity: {}}}}\n",
+        "placement.affinity.nodeAfinity: unknown field",
+    ),
+    # GPUs: a count (or all, where the engine can hand them all), in containers only
+    "gpus-zero": (
+        "backend: docker\nworker: {gpus: 0}\n",
+        'gpus: must be a whole number from 1 to 64 or "all"',
+    ),
+    "gpus-text": ("backend: docker\nworker: {gpus: many}\n", "gpus: must be a whole number"),
+    "gpus-fraction": ("backend: compose\nworker: {gpus: 0.5}\n", "gpus: must be a whole number"),
+    "gpus-local": ("worker: {gpus: 1}\n", "GPUs are handed to containers"),
+    "gpus-all-kubernetes": (
+        "backend: kubernetes\nworker: {gpus: all}\n",
+        "kubernetes reserves GPUs by number",
+    ),
+    "gpus-all-swarm": ("backend: swarm\nworker: {gpus: all}\n", "swarm reserves GPUs by number"),
     # mounts that hand the containers this machine
     "mount-root": ("worker: {mounts: ['/:/host']}\n", "may not mount / (the whole machine)"),
     "mount-root-read-only": ("worker: {mounts: ['/:/host:ro']}\n", "may not mount /"),
@@ -178,7 +212,7 @@ FLAGS = {
     "port-text": (["up", "--dashboard-port", "abc"], "--dashboard-port"),
     "memory-flag": (["up", "--memory-limit", "-2GB"], "memory-limit"),
     "missing-file": (["up", "-f", "/no/such/spec.yaml"], "cannot read the spec file"),
-    "backend-unknown": (["up", "--backend", "slurm"], "backend: must be one of"),
+    "backend-unknown": (["up", "--backend", "slurm"], "'slurm' is not one of 'local', 'docker'"),
     "scale-negative": (["scale", "-1"], "Invalid value for 'N'"),
     "scale-5000-digits": (["scale", "9" * 5000], "(5032 characters)"),
     "port-5000-digits": (["up", "--port", "9" * 5000], "(5032 characters)"),

@@ -116,3 +116,40 @@ def test_plain_compose_up_with_three_workers(images, docker_engine):
     assert docker_engine.containers.list(ignore_removed=True, all=True, filters=label) == []
     assert docker_engine.networks.list(filters=label) == []
     assert docker_engine.volumes.list(filters=label) == []
+
+
+def test_gpu_reservations_pass_compose_s_and_swarm_s_own_checks(tmp_path):
+    """A group's GPUs as Compose reserves them (a device request of the nvidia driver) and
+    as a swarm stack does (generic resources), each read back by the tool that runs it."""
+    from clusterctl.render import stack
+
+    spec = load_spec(
+        overrides={
+            "backend": "compose",
+            "security": {"tls": False},
+            "workers": {"gpu": {"count": 1, "gpus": 2}},
+        }
+    )
+    compose_file, stack_file = tmp_path / "compose.yml", tmp_path / "stack.yml"
+    compose_file.write_text(yaml.safe_dump(render(spec, managed=False), sort_keys=False))
+    stack_file.write_text(yaml.safe_dump(stack.render(spec), sort_keys=False))
+    read = subprocess.run(
+        [*compose_command(), "--project-name", "gpu", "--file", str(compose_file), "config"],
+        capture_output=True,
+        text=True,
+    )
+    assert read.returncode == 0, read.stderr
+    [device] = yaml.safe_load(read.stdout)["services"]["gpu"]["deploy"]["resources"][
+        "reservations"
+    ]["devices"]
+    assert (device["driver"], device["count"], device["capabilities"]) == ("nvidia", 2, ["gpu"])
+    read = subprocess.run(
+        ["docker", "stack", "config", "--compose-file", str(stack_file)],
+        capture_output=True,
+        text=True,
+    )
+    assert read.returncode == 0, read.stderr
+    reservations = yaml.safe_load(read.stdout)["services"]["gpu"]["deploy"]["resources"]
+    assert reservations["reservations"]["generic_resources"] == [
+        {"discrete_resource_spec": {"kind": "NVIDIA-GPU", "value": 2}}
+    ]

@@ -19,11 +19,11 @@ import pytest
 from distributed import Client, wait
 
 import clusterctl
-from clusterctl import state, supervisor
+from clusterctl import state, supervisor, waiting
 from clusterctl.api import build_spec
 from clusterctl.backends.base import port_is_free
 from clusterctl.errors import UserInputError
-from tests.conftest import assert_client_refused, free_port, run_cli
+from tests.conftest import assert_client_refused, free_port, listed, run_cli
 
 # The first docker test may build the images (minutes): a timeout to match.
 pytestmark = pytest.mark.timeout(1800)
@@ -312,7 +312,9 @@ def test_down_finds_everything_after_the_creating_process_was_killed(
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
     assert ours(docker_engine, "orphan")
     state.remove("orphan")  # as if the machine had lost it: the engine's labels suffice
-    assert f"orphan\t{backend}" in run_cli("list").stdout
+    row = listed("orphan")
+    assert (row["backend"], row["status"], row["workers"]) == (backend, "running", 1)
+    assert row["created"] is None  # it went with the state folder
     run_cli("down", "orphan")
     assert ours(docker_engine, "orphan") == []
 
@@ -441,3 +443,65 @@ def test_a_state_folder_left_without_its_containers_is_listed_and_removed(images
     assert "left: its state" in found["problem"]
     run_cli("down", "folder-only")
     assert not state.cluster_dir("folder-only").exists()
+
+
+def test_a_gpu_group_asks_the_engine_for_gpus_and_leaves_nothing_where_it_has_none(
+    images, docker_engine, monkeypatch, tmp_path
+):
+    """No GPU here: what is checked is the create call the engine gets (a device request
+    for one GPU, the worker offering Dask resource GPU=1), then that the engine's refusal
+    to start it ends `up` with a message naming what's missing, and nothing left."""
+    import docker.models.containers
+
+    from clusterctl.errors import ClusterctlError
+
+    created: dict[str, dict] = {}
+    create = docker.models.containers.ContainerCollection.create
+
+    def recording(self, image, command=None, **kwargs):
+        created[kwargs["name"]] = {"command": command, **kwargs}
+        return create(self, image, command, **kwargs)
+
+    monkeypatch.setattr(docker.models.containers.ContainerCollection, "create", recording)
+    spec = tmp_path / "gpu.yaml"
+    spec.write_text("backend: docker\nworkers: {gpu: {count: 1, gpus: 1}}\n")
+    with pytest.raises(ClusterctlError) as refused:
+        clusterctl.up(spec, name="gpu", port=0, dashboard_port=0)
+    assert "starting container gpu-gpu-1 (with GPUs: the engine needs the NVIDIA" in str(
+        refused.value
+    )
+    worker = created["gpu-gpu-1"]
+    assert worker["device_requests"] == [{"count": 1, "capabilities": [["gpu"]]}]
+    resources = worker["command"].index("--resources")
+    assert worker["command"][resources + 1] == "GPU=1"
+    assert "device_requests" not in created["gpu-scheduler"]
+    assert ours(docker_engine, "gpu") == [] and "gpu" not in state.names()
+
+
+def test_an_idle_cluster_is_removed_entirely_and_a_client_keeps_it(images, docker_engine, tmp_path):
+    """idle-timeout: 30s. While a client is connected (running nothing) the cluster stays
+    past its timeout; once the last client leaves, it is gone within a minute: every
+    container and network of its label, its state folder, its supervisor."""
+    spec = tmp_path / "idle.yaml"
+    spec.write_text("backend: docker\nidle-timeout: 30s\nscheduler: {port: 0, dashboard-port: 0}\n")
+    run_cli("up", "-f", str(spec), "--name", "idle", "--workers", "1")
+    try:
+        with clusterctl.connect("idle") as client:
+            assert client.submit(sum, [1, 2]).result() == 3
+            time.sleep(40)  # past the timeout, with a client connected
+            report = json.loads(run_cli("status", "--name", "idle", "--json").stdout)
+            assert (report["idle_timeout"], report["idle_left"]) == (30, None), report
+        left_at = time.monotonic()
+        while ours(docker_engine, "idle") and time.monotonic() - left_at < 75:
+            if "idle" in state.names():
+                report = run_cli("status", "--name", "idle", "--json", check=False)
+                if report.returncode == 0 and json.loads(report.stdout)["idle_left"]:
+                    assert 0 < json.loads(report.stdout)["idle_left"] <= 30
+            time.sleep(2)
+        gone_after = time.monotonic() - left_at
+        print(f"idle cluster gone {gone_after:.0f} s after its last client left")
+        assert ours(docker_engine, "idle") == [], f"still there after {gone_after:.0f} s"
+        assert 30 <= gone_after <= 60, gone_after
+        waiting.until(lambda: "idle" not in state.names(), timeout=10, what="its state folder")
+    finally:
+        run_cli("down", "idle", check=False)

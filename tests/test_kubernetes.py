@@ -65,6 +65,16 @@ workers:
   big: {count: 1, memory-limit: 8GiB, threads: 4, resources: {BIG: 1, GPU: 2},
         env: {OMP_NUM_THREADS: "4", EXTRA_PIP_PACKAGES: ""}}
   tiny: {count: 0, memory-limit: 0.5, image: registry.example/dask-worker:2.0}
+  gpu:
+    count: 1
+    gpus: 1
+    placement:
+      node-selector: {cloud.google.com/gke-accelerator: nvidia-tesla-t4}
+      tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: In, values: [gpu]}]}]
 """
 )
 SPECS = {"default": DEFAULT, "groups": GROUPS}
@@ -173,7 +183,7 @@ def test_worker_resources_match_their_dask_options():
         for d in by_kind(docs, "Deployment")
         if d["metadata"]["labels"][COMPONENT] == "worker"
     }
-    assert sorted(workers) == ["multi-big", "multi-cpu", "multi-tiny"]
+    assert sorted(workers) == ["multi-big", "multi-cpu", "multi-gpu", "multi-tiny"]
     for group in GROUPS.workers:
         deployment = workers[f"multi-{group.name}"]
         assert deployment["spec"]["replicas"] == group.count
@@ -196,6 +206,16 @@ def test_worker_resources_match_their_dask_options():
     assert arg(big["args"], "--resources") == "BIG=1 GPU=2"
     assert {"name": "OMP_NUM_THREADS", "value": "4"} in big["env"]
     assert container_of(workers["multi-tiny"])["image"] == "registry.example/dask-worker:2.0"
+    pod = workers["multi-gpu"]["spec"]["template"]["spec"]  # placed as the group asks
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert "nodeSelector" not in workers["multi-cpu"]["spec"]["template"]["spec"]
+    gpu = container_of(workers["multi-gpu"])  # NVIDIA's device plugin hands it one
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert arg(gpu["args"], "--resources") == "GPU=1"  # what tasks ask for
     assert worker_resources(GROUPS.group("cpu"))["limits"] == {
         "cpu": "1500m",
         "memory": "3221225472",

@@ -137,6 +137,9 @@ class DockerBackend(ContainerBackend):
         limits = launch.container_limits(group)
         if "cpus" in limits:
             limits["nano_cpus"] = int(limits.pop("cpus") * 1e9)
+        if group.gpus is not None:
+            count = -1 if group.gpus == "all" else group.gpus
+            limits["device_requests"] = [{"count": count, "capabilities": [["gpu"]]}]
 
         def start(name: str) -> None:
             self._run(
@@ -209,8 +212,11 @@ class DockerBackend(ContainerBackend):
         if self.spec.security.tls:
             folder = tls_files(self.spec.name).ca.parent
             volumes[str(folder)] = {"bind": launch.TLS_IN_CONTAINER, "mode": "ro"}
-        with engine.engine_errors(f"starting container {name}"):
-            return self.client.containers.run(
+        doing = f"starting container {name}"
+        if "device_requests" in kwargs:
+            doing += " (with GPUs: the engine needs the NVIDIA Container Toolkit)"
+        with engine.engine_errors(doing):
+            container = self.client.containers.create(
                 image,
                 command,
                 name=name,
@@ -226,6 +232,12 @@ class DockerBackend(ContainerBackend):
                 init=False,
                 **kwargs,
             )
+            try:
+                container.start()
+            except Exception:  # not left behind as a "created" container that never runs
+                engine.remove_container(container)
+                raise
+            return container
 
     def _containers(self) -> list[Any]:
         return engine.listed_containers(self.client, labels.filters(self.kind, self.spec.name))

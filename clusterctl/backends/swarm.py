@@ -223,10 +223,12 @@ class SwarmBackend(ContainerBackend):
         names = [f"{self.spec.name}-{group.name}-{i}" for i in range(first, first + n)]
         args = [*launch.worker_args(group), *launch.tls_args(self.spec)]
         limits = launch.container_limits(group)
-        resources = {
+        resources: dict[str, Any] = {
             "cpu_limit": int(limits["cpus"] * 1e9) if "cpus" in limits else None,
             "mem_limit": limits.get("mem_limit"),
         }
+        if group.gpus is not None:
+            resources["generic_resources"] = {launch.SWARM_GPU_KIND: group.gpus}
 
         def start(name: str, node: str) -> None:
             self._create_service(
@@ -257,6 +259,14 @@ class SwarmBackend(ContainerBackend):
         ]
         constraints = group.placement.constraints
         eligible = [node for node in nodes if all(_meets(node, c) for c in constraints)]
+        if group.gpus is not None and eligible:
+            eligible = [node for node in eligible if _gpus(node) >= group.gpus]
+            if not eligible:
+                raise UserInputError(
+                    f"workers.{group.name}.gpus: no ready node of the swarm advertises "
+                    f"{group.gpus} GPUs (its engine's --node-generic-resource "
+                    f"{launch.SWARM_GPU_KIND}=...)"
+                )
         if not eligible:
             raise UserInputError(
                 f"workers.{group.name}: no ready node of the swarm meets the group's placement "
@@ -400,7 +410,7 @@ class SwarmBackend(ContainerBackend):
         constraints: list[str] | None = None,
         mounts: dict[str, dict[str, str]] | None = None,
         secrets: list[Any] | None = None,
-        resources: dict[str, int | None] | None = None,
+        resources: dict[str, Any] | None = None,
         extra_labels: dict[str, str] | None = None,
     ) -> Any:
         """Create a labelled, unprivileged one-replica service of this cluster, pinned to
@@ -543,6 +553,17 @@ def _pinned_node(service: Any) -> str | None:
 
 def _hostname(node: dict[str, Any]) -> str:
     return node["Description"]["Hostname"]
+
+
+def _gpus(node: dict[str, Any]) -> int:
+    """How many GPUs a swarm node's engine advertises (named ones count one each)."""
+    count = 0
+    for resource in node["Description"].get("Resources", {}).get("GenericResources") or []:
+        for spec in ("DiscreteResourceSpec", "NamedResourceSpec"):
+            if resource.get(spec, {}).get("Kind") == launch.SWARM_GPU_KIND:
+                value = resource[spec]["Value"]
+                count += value if spec == "DiscreteResourceSpec" else 1
+    return count
 
 
 def _meets(node: dict[str, Any], constraint: str) -> bool:

@@ -127,6 +127,7 @@ def render(
             command=["worker", address, *launch.worker_args(group), *launch.tls_args(spec)],
             **({"environment": dict(group.env)} if group.env else {}),
             **launch.container_limits(group),
+            **_gpu_reservation(group),
             scale=group.count,
             restart="on-failure",
             depends_on=healthy(),
@@ -181,3 +182,11 @@ def render_text(spec: ClusterSpec) -> str:
     """The file for plain ``docker compose`` as YAML, with a header saying how to use it."""
     body = yaml.safe_dump(render(spec, managed=False), sort_keys=False)
     return STANDALONE_HEADER + body
+
+
+def _gpu_reservation(group: WorkerGroup) -> dict[str, Any]:
+    """A worker's GPUs, as Compose reserves them (the engine's NVIDIA device driver)."""
+    if group.gpus is None:
+        return {}
+    device = {"driver": "nvidia", "count": group.gpus, "capabilities": ["gpu"]}
+    return {"deploy": {"resources": {"reservations": {"devices": [device]}}}}

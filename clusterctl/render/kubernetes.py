@@ -28,7 +28,9 @@ scheduler: a stranger's POST could otherwise retire every worker.
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from typing import Any
 
 import yaml
@@ -89,6 +91,11 @@ def render(spec: ClusterSpec, *, tag: str | None = "latest") -> list[dict[str, A
     ``clusterctl image build`` tags them); a group's ``image`` is used as it is.
     """
     _check_renderable(spec)
+    if spec.idle_timeout is not None:
+        raise UserInputError(
+            "idle-timeout: plain manifests have nothing to remove an idle cluster; render "
+            "with --operator (the dask-kubernetes operator's idleTimeout)"
+        )
     name = spec.name
     address = scheduler_address(spec)
     account = {
@@ -105,7 +112,8 @@ def render(spec: ClusterSpec, *, tag: str | None = "latest") -> list[dict[str, A
     ]
     for group in spec.workers:
         container = _worker_container(group, tag, ["worker", address, *worker_args(group)])
-        out.append(_deployment(spec, "worker", group, group.count, _pod_spec(spec, container)))
+        pod = _worker_pod_spec(spec, group, container)
+        out.append(_deployment(spec, "worker", group, group.count, pod))
     if spec.notebook.enabled:
         out += [
             _deployment(spec, "notebook", None, 1, _pod_spec(spec, _notebook_container(spec, tag))),
@@ -139,7 +147,9 @@ def render_operator(
         return {
             "replicas": group.count,
             "metadata": {"labels": _labels(spec, "worker", group)},
-            "spec": _pod_spec(spec, _worker_container(group, tag, args), account=False),
+            "spec": _worker_pod_spec(
+                spec, group, _worker_container(group, tag, args), account=False
+            ),
         }
 
     first, *others = spec.workers
@@ -168,6 +178,8 @@ def render_operator(
         },
     }
     cluster["metadata"]["labels"][BACKEND] = "kubernetes"  # the backend that finds it
+    if spec.idle_timeout is not None:  # the operator asks the scheduler's /api/v1/check_idle
+        cluster["spec"]["idleTimeout"] = math.ceil(spec.idle_timeout)
     out = [_network_policy(spec, operator_namespace), cluster]  # closed before it opens
     for group in others:
         out.append(
@@ -348,12 +360,14 @@ def _scheduler_container(
 
 
 def worker_resources(group: WorkerGroup) -> dict[str, dict[str, str]]:
-    """The pod's requests = limits: CPUs (``cpus``, else one per thread) and, when the
-    group's memory limit is a size, that memory (the worker's ``--memory-limit``)."""
+    """The pod's requests = limits: CPUs (``cpus``, else one per thread), when the group's
+    memory limit is a size, that memory (the worker's ``--memory-limit``), and its GPUs."""
     cpus = group.cpus or group.threads
     amount = {"cpu": str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"}
     if "mem_limit" in (limits := container_limits(group)):
         amount["memory"] = str(limits["mem_limit"])
+    if group.gpus is not None:  # NVIDIA's device plugin; the spec refuses "all" here
+        amount["nvidia.com/gpu"] = str(group.gpus)
     return {"requests": dict(amount), "limits": dict(amount)}
 
 
@@ -397,6 +411,21 @@ def _pod_spec(spec: ClusterSpec, container: dict[str, Any], account: bool = True
         },
         "containers": [container],
     }
+    return pod
+
+
+def _worker_pod_spec(
+    spec: ClusterSpec, group: WorkerGroup, container: dict[str, Any], account: bool = True
+) -> dict[str, Any]:
+    """A worker's pod: the cluster's, placed as the group asks."""
+    pod = _pod_spec(spec, container, account)
+    placement = group.placement
+    if placement.node_selector:
+        pod["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod["tolerations"] = [dict(t) for t in placement.tolerations]
+    if placement.affinity:
+        pod["affinity"] = copy.deepcopy(placement.affinity)
     return pod
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from clusterctl.labels import GROUP, ROLE
+from clusterctl.launch import SWARM_GPU_KIND
 from clusterctl.render.compose import render as render_compose
 from clusterctl.spec import ClusterSpec, WorkerGroup
 
@@ -37,6 +38,7 @@ def render(spec: ClusterSpec) -> dict[str, Any]:
     Compose rendering, with each service's settings moved to where swarm reads them."""
     out = render_compose(spec, managed=False)
     for service in out["services"].values():
+        service.pop("deploy", None)  # Compose's GPU reservation: swarm's is generic_resources
         service.pop("depends_on", None)  # swarm ignores it; workers wait for the scheduler
         service.pop("security_opt", None)  # not supported by swarm services
         replicas = service.pop("scale", 1)
@@ -54,8 +56,12 @@ def render(spec: ClusterSpec) -> dict[str, Any]:
         if limits:
             deploy["resources"] = {"limits": limits}
         if service["labels"].get(ROLE) == "worker":
+            group = spec.group(service["labels"][GROUP])
             service["hostname"] = WORKER_HOSTNAME
-            deploy["placement"] = _placement(spec.group(service["labels"][GROUP]))
+            deploy["placement"] = _placement(group)
+            if group.gpus is not None:  # on nodes whose engine advertises them
+                gpus = {"discrete_resource_spec": {"kind": SWARM_GPU_KIND, "value": group.gpus}}
+                deploy.setdefault("resources", {})["reservations"] = {"generic_resources": [gpus]}
         else:  # on a manager: the node whose address users know
             deploy["placement"] = {"constraints": ["node.role == manager"]}
         service["deploy"] = deploy
