@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 # Public names, imported on first use so that `import clusterctl` (and the CLI) stay fast.
 _LAZY = {
     "up": "clusterctl.api",
+    "new_cluster": "clusterctl.api",
     "connect": "clusterctl.api",
     "down": "clusterctl.api",
     "from_name": "clusterctl.api",

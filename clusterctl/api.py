@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,19 @@ def up(
         asynchronous=asynchronous,
         shutdown_on_close=shutdown_on_close,
     )
+
+
+def new_cluster(prefix: str = "lab", *, asynchronous: bool = False, **fields: Any) -> Cluster:
+    """A new cluster under the first free name ``<prefix>-1``, ``<prefix>-2``... on any free
+    ports, removed entirely when closed: dask-labextension's "+ NEW" (its factory, see
+    docs/notebooks.md) and anyone else who wants a throwaway cluster. ``fields`` as for
+    :func:`up`."""
+    from clusterctl.backends import survey
+
+    taken = {found.name for found in survey()}
+    name = next(f"{prefix}-{n}" for n in itertools.count(1) if f"{prefix}-{n}" not in taken)
+    fields = {"port": 0, "dashboard_port": 0, **fields, "name": name}
+    return up(asynchronous=asynchronous, shutdown_on_close=True, **fields)
 
 
 def from_name(name: str | None = None, asynchronous: bool = False) -> Cluster:

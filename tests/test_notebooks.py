@@ -170,3 +170,34 @@ def _no_cluster_left():
     names = ("nb-getting-started", "nb-pipeline", "nb-sklearn", "nb-pools", "nb-shipping")
     left = [name for name in names if down(name)]  # a failed notebook leaves its cluster
     assert not left, f"a notebook left its cluster running: {left}"
+
+
+@pytest.mark.parametrize("backend", [pytest.param("local", marks=pytest.mark.local), BACKENDS[1]])
+def test_the_labextension_s_new_button_makes_a_cluster_its_shutdown_removes(backend, request):
+    """dask-labextension's "+ NEW" and "SHUTDOWN", through its own cluster manager, with
+    the factory docs/notebooks.md gives: a cluster named lab-1 (lab-2 beside it), which
+    its shutdown removes entirely."""
+    import asyncio
+
+    import dask
+    from dask_labextension.manager import DaskClusterManager
+
+    from clusterctl import state
+
+    if backend == "docker":
+        request.getfixturevalue("images")
+    factory = {"module": "clusterctl", "class": "new_cluster", "args": []}
+    factory["kwargs"] = {"backend": backend, "workers": 1}
+
+    async def new_twice_and_shut_down() -> list[dict]:
+        manager = DaskClusterManager()
+        made = [await manager.start_cluster(), await manager.start_cluster()]
+        assert {"lab-1", "lab-2"} <= set(state.names())
+        for model in made:
+            assert model["workers"] == 1 and model["dashboard_link"].startswith("http")
+            await manager.close_cluster(model["id"])
+        return made
+
+    with dask.config.set({"labextension.factory": factory}):
+        asyncio.run(new_twice_and_shut_down())
+    assert not {"lab-1", "lab-2"} & set(state.names()), "shutdown left a cluster"
