@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -51,13 +53,24 @@ def run(docker_engine, image: str, network: str, **kwargs):
     )
 
 
+REVISION, SOURCE = "org.opencontainers.image.revision", "org.opencontainers.image.source"
+
+
 def test_images_carry_the_lock_of_this_client(images, docker_engine):
+    git_checkout = (Path(__file__).parent.parent / ".git").exists()
     lock = Lock.of_this_client()
     for role in ROLES:
         labels = docker_engine.images.get(images[role]).labels
         assert labels["io.clusterctl.lock"] == lock.label()
         assert labels["org.opencontainers.image.version"]
-        assert labels["org.opencontainers.image.source"]
+        assert labels["org.opencontainers.image.licenses"] == "BSD-3-Clause"
+        assert labels["org.opencontainers.image.base.name"]
+        created = labels["org.opencontainers.image.created"]
+        assert datetime.fromisoformat(created) <= datetime.now(timezone.utc)
+        if git_checkout:  # a clean clone's commit, or that commit with changes
+            assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels[REVISION]), labels[REVISION]
+        # never a local path: a URL, or left out when there is none to give
+        assert "://" in labels.get(SOURCE, "://"), labels[SOURCE]
     lock_file = docker_engine.containers.run(
         images["worker"], ["cat", "/opt/clusterctl/lock.txt"], remove=True
     ).decode()
@@ -108,6 +121,17 @@ def test_scheduler_and_worker_are_healthy_and_match_the_client(images, docker_en
         assert r.read() == b"ok"
     with pytest.raises(urllib.error.HTTPError, match="404"):  # no route that changes things
         urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/v1", timeout=10)
+    with urllib.request.urlopen(f"http://127.0.0.1:{dash}/metrics", timeout=10) as r:
+        assert "dask_scheduler_workers" in r.read().decode()  # Prometheus' text format
+    code, out = worker.exec_run(
+        [
+            "python",
+            "-c",
+            "import urllib.request as u; "
+            "print(u.urlopen('http://127.0.0.1:8788/metrics').read().decode())",
+        ]
+    )
+    assert code == 0 and "dask_worker_threads" in out.decode(), out.decode()[-500:]
 
 
 def test_the_operators_scheduler_serves_the_http_api(images, docker_engine, network):

@@ -29,6 +29,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ LOCKED_PACKAGES = (
     "pyarrow",
     "bokeh",
     "psutil",
+    "prometheus-client",  # /metrics on the scheduler's and workers' HTTP ports
 )
 # pip is installed in the notebook; scheduler and worker run it from its wheel when needed.
 NOTEBOOK_PACKAGES = ("jupyterlab", "dask-labextension", "pip")
@@ -419,7 +421,6 @@ def build_images(
         "BASE_IMAGE": base,
         "CLUSTERCTL_VERSION": __version__,
         "CLUSTERCTL_LOCK": lock.label(),
-        "CLUSTERCTL_SOURCE": _source(),
         # A synced lock is installed as it is, without pip's resolver: exactly what is
         # installed here, even where this environment's own requirements disagree.
         "CORE_INSTALL_OPTIONS": "--no-deps" if lock.synced else "",
@@ -445,10 +446,17 @@ def build_images(
         progress(f"not in the images, no wheel to be had for: {', '.join(unavailable)}")
     names = {role: image_name(role, lock.tag) for role in ROLES}
 
+    labels = oci_labels(base)
+
     def build_role(role: str) -> None:
         progress(f"building {names[role]}")
         _build(
-            client, context, progress, tag=names[role], buildargs={"RUNTIME_IMAGE": runtimes[role]}
+            client,
+            context,
+            progress,
+            tag=names[role],
+            buildargs={"RUNTIME_IMAGE": runtimes[role]},
+            labels=labels,
         )
         client.images.get(names[role]).tag(f"clusterctl-{role}", "latest")
 
@@ -674,14 +682,56 @@ def package_files(package: Path) -> list[Path]:
     return sorted(p.relative_to(package) for p in found if p.is_file() and not p.is_symlink())
 
 
-def _source() -> str:
-    """Where the images' clusterctl came from: its git remote, else its folder."""
-    result = subprocess.run(
-        ["git", "-C", str(PACKAGE_DIR), "remote", "get-url", "origin"],
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.strip() if result.returncode == 0 else str(PACKAGE_DIR)
+def oci_labels(base: str) -> dict[str, str]:
+    """The OCI labels of the role images, set on the build's last step (so no cached step
+    is redone for them): when and from what they were built, under which license. Those
+    that can't be known here (``source`` with no URL to give, ``revision`` outside a git
+    checkout) are left out rather than filled with a local path."""
+    labels = {
+        "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "org.opencontainers.image.base.name": base,
+        "org.opencontainers.image.licenses": _package_metadata().get("License") or "",
+        "org.opencontainers.image.revision": _git("rev-parse", "HEAD"),
+        "org.opencontainers.image.source": _source_url(),
+    }
+    if labels["org.opencontainers.image.revision"] and _git("status", "--porcelain"):
+        labels["org.opencontainers.image.revision"] += "-dirty"  # built from changed files
+    return {key: value for key, value in labels.items() if value}
+
+
+def _source_url() -> str:
+    """Where clusterctl's source is: its checkout's remote when that is a URL, else the
+    package's ``Source`` project URL; "" when neither is known."""
+    remote = _git("remote", "get-url", "origin")
+    if re.match(r"(https?|ssh|git)://|git@", remote):
+        return remote
+    for entry in _package_metadata().get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in ("source", "repository") and "://" in url:
+            return url.strip()
+    return ""
+
+
+def _git(*args: str) -> str:
+    """The output of a git command in clusterctl's own checkout ("" outside one)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _package_metadata() -> Any:
+    try:
+        return metadata.metadata("clusterctl")
+    except metadata.PackageNotFoundError:  # an empty one: get() and get_all() answer None
+        from email.message import Message
+
+        return Message()
 
 
 def _host_packages() -> dict[str, str]:
