@@ -373,8 +373,18 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
 @click.option(
     "--operator", is_flag=True, help="kubernetes: a DaskCluster for the dask-kubernetes operator."
 )
+@click.option(
+    "--pod-monitor",
+    is_flag=True,
+    help="kubernetes: also a PodMonitor, for the Prometheus operator to scrape /metrics.",
+)
 def render(
-    backend: str, spec_file: str | None, workers: int | None, notebook: bool, operator: bool
+    backend: str,
+    spec_file: str | None,
+    workers: int | None,
+    notebook: bool,
+    operator: bool,
+    pod_monitor: bool,
 ) -> None:
     """Print a cluster as the backend's own file, to run without clusterctl.
 
@@ -389,13 +399,15 @@ def render(
     from clusterctl.api import build_spec
     from clusterctl.errors import UserInputError
 
-    if operator and backend != "kubernetes":
-        raise UserInputError(f"--operator: only with --backend kubernetes, not {backend}")
+    for flag, given in (("--operator", operator), ("--pod-monitor", pod_monitor)):
+        if given and backend != "kubernetes":
+            raise UserInputError(f"{flag}: only with --backend kubernetes, not {backend}")
     spec = build_spec(spec_file, backend=backend, workers=workers, notebook=notebook, tls=False)
     if backend == "kubernetes":
         from clusterctl.render import kubernetes
 
-        click.echo(kubernetes.render_text(spec, operator=operator), nl=False)
+        text = kubernetes.render_text(spec, operator=operator, pod_monitor=pod_monitor)
+        click.echo(text, nl=False)
     elif backend == "swarm":
         from clusterctl.render import stack
 

@@ -658,3 +658,43 @@ def test_list_says_when_the_api_server_does_not_answer(tmp_path):
     assert "kubernetes clusters not listed" in result.stderr
     assert str(kubeconfig) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("operator", [False, True], ids=["manifests", "operator"])
+def test_the_pod_monitor_selects_the_scheduler_and_workers_by_their_metrics_port(operator):
+    from clusterctl.render.kubernetes import render_text
+
+    docs = list(yaml.safe_load_all(render_text(GROUPS, operator=operator, pod_monitor=True)))
+    (monitor,) = by_kind(docs, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    wanted = monitor["spec"]["selector"]
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+
+    def selected(labels: dict[str, str]) -> bool:
+        (expression,) = wanted["matchExpressions"]
+        return wanted["matchLabels"].items() <= labels.items() and (
+            labels.get(expression["key"]) in expression["values"]
+        )
+
+    pods = [  # (labels, pod spec) of every pod template, in either rendering
+        (d["spec"]["template"]["metadata"]["labels"], d["spec"]["template"]["spec"])
+        for d in by_kind(docs, "Deployment")
+    ]
+    for cluster in by_kind(docs, "DaskCluster"):
+        for role in ("scheduler", "worker"):
+            pods.append(
+                (cluster["spec"][role]["metadata"]["labels"], cluster["spec"][role]["spec"])
+            )
+    for group in by_kind(docs, "DaskWorkerGroup"):
+        pods.append(
+            (group["spec"]["worker"]["metadata"]["labels"], group["spec"]["worker"]["spec"])
+        )
+    roles = []
+    for labels, pod in pods:
+        if selected(labels):
+            roles.append(labels[COMPONENT])
+            ports = {p["name"] for c in pod["containers"] for p in c.get("ports", [])}
+            assert endpoint["port"] in ports, (labels, ports)
+    assert sorted(set(roles)) == ["scheduler", "worker"]
+    assert roles.count("worker") == len(GROUPS.workers) and "notebook" not in roles

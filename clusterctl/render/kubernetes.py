@@ -199,9 +199,12 @@ def render_operator(
     return out
 
 
-def render_text(spec: ClusterSpec, *, operator: bool = False) -> str:
-    """Either rendering as multi-document YAML, with a header saying how to use it."""
+def render_text(spec: ClusterSpec, *, operator: bool = False, pod_monitor: bool = False) -> str:
+    """Either rendering as multi-document YAML, with a header saying how to use it; with
+    ``pod_monitor``, a PodMonitor for the Prometheus operator as well."""
     docs = render_operator(spec) if operator else render(spec)
+    if pod_monitor:
+        docs.append(render_pod_monitor(spec))
     header = HEADER.format(
         apply="kubectl apply -f -" + ("  (needs the dask-kubernetes operator)" if operator else ""),
         scheduler=scheduler_address(spec),
@@ -217,6 +220,27 @@ def render_text(spec: ClusterSpec, *, operator: bool = False) -> str:
         flags=" --operator" if operator else "",
     )
     return header + dump(docs)
+
+
+def render_pod_monitor(spec: ClusterSpec) -> dict[str, Any]:
+    """A PodMonitor (the Prometheus operator's) that scrapes ``/metrics`` of the cluster's
+    scheduler and workers, on the port each names ``http-dashboard``. The NetworkPolicy
+    admits only pods of the namespace to the scheduler's dashboard, and only the cluster's
+    own to the workers: a Prometheus elsewhere needs a rule of its own."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(f"{spec.name}-dask", spec),
+        "spec": {
+            "selector": {
+                "matchLabels": {"app.kubernetes.io/name": "dask", INSTANCE: spec.name},
+                "matchExpressions": [
+                    {"key": COMPONENT, "operator": "In", "values": ["scheduler", "worker"]}
+                ],
+            },
+            "podMetricsEndpoints": [{"port": "http-dashboard", "path": "/metrics"}],
+        },
+    }
 
 
 def scheduler_address(spec: ClusterSpec) -> str:
