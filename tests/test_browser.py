@@ -102,3 +102,49 @@ def test_jupyterlab_opens_with_its_token_and_not_without(browser, cluster):
         time.sleep(0.5)
     assert "/lab" in browser.current_url
     browser.save_screenshot(str(SCREENSHOTS / "jupyterlab.png"))
+
+
+def test_the_dashboard_from_the_notebook_container_and_through_jupyterlab_s_port(browser, request):
+    """A docker cluster with its notebook: ``Client().dashboard_link`` in the notebook
+    container opens in a browser here, and the dashboard's pages load through JupyterLab's
+    own port with its token (jupyter-server-proxy, allowed this cluster's scheduler alone)."""
+    import docker
+
+    request.getfixturevalue("images")  # built once per session (skips without an engine)
+    cluster = clusterctl.up(
+        name="webd",
+        backend="docker",
+        workers=2,
+        port=0,
+        dashboard_port=0,
+        notebook=True,
+        notebook_port=0,
+    )
+    try:
+        notebook = docker.from_env().containers.get("webd-notebook")
+        code, out = notebook.exec_run(
+            [
+                "python",
+                "-c",
+                "from distributed import Client; print(Client(timeout=30).dashboard_link)",
+            ]
+        )
+        assert code == 0, out.decode()[-800:]
+        link = out.decode().split()[-1]
+        assert link == cluster.dashboard_link, (link, cluster.dashboard_link)
+        browser.get(link)
+        wait_for_text(browser, ["Processing", "Data Transfer"], timeout=60)
+
+        base, token = cluster.backend.notebook_url().split("/lab?token=")
+        proxied = f"{base}/proxy/webd-scheduler:8787"
+        browser.get(f"{proxied}/workers?token={token}")  # the token's cookie, from here on
+        wait_for_text(browser, sorted(cluster.workers), timeout=60)
+        browser.save_screenshot(str(SCREENSHOTS / "dashboard-through-jupyterlab.png"))
+        browser.delete_all_cookies()
+        browser.get(f"{proxied}/workers")  # without the token: JupyterLab's login page
+        wait_for_text(browser, ["token"], timeout=30)
+        assert "/login" in browser.current_url
+        browser.get(f"{base}/proxy/webd-worker-1:8788/health?token={token}")
+        wait_for_text(browser, ["not allowed"], timeout=30)  # only the scheduler is
+    finally:
+        cluster.shutdown()

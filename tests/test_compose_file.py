@@ -79,6 +79,7 @@ def test_dollars_in_user_strings_reach_compose_as_written(managed, tmp_path):
         assert read["worker"]["image"] == "clusterctl-worker:tag-from-env"
         notebook_env = read["notebook"]["environment"]
         assert notebook_env["CLUSTERCTL_DASHBOARD_URL"] == "http://127.0.0.1:8787"
+        assert notebook_env["DASK_DISTRIBUTED__DASHBOARD__LINK"] == "http://127.0.0.1:8787/status"
 
 
 @pytest.mark.timeout(1800)

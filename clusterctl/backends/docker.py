@@ -93,6 +93,8 @@ class DockerBackend(ContainerBackend):
         env = {
             "DASK_SCHEDULER_ADDRESS": self._address_in_network(),
             "CLUSTERCTL_DASHBOARD_URL": f"http://{dashboard}",
+            # Client().dashboard_link there: what a browser on this machine opens
+            "DASK_DISTRIBUTED__DASHBOARD__LINK": f"http://{dashboard}/status",
             "JUPYTER_TOKEN_FILE": launch.TOKEN_IN_CONTAINER,
             **launch.dask_tls_env(self.spec),
         }

@@ -171,12 +171,31 @@ case "$role" in
       OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
     exec dask worker --dashboard-address ":${DASK_WORKER_DASHBOARD_PORT:-8788}" "$@" ;;
   notebook)
-    if [ -n "${CLUSTERCTL_DASHBOARD_URL:-}" ]; then
-      # dask-labextension's sidebar shows this cluster's dashboard panes (and no launcher
-      # of other clusters); overrides.json sets the defaults users may still change.
+    # The cluster's dashboard through JupyterLab's own port, by jupyter-server-proxy:
+    # /proxy/<scheduler>:8787/..., for that host alone (and only with JupyterLab's token or
+    # cookie), so one forwarded port (an SSH tunnel, kubectl port-forward) serves both.
+    host=$(printf '%s' "${DASK_SCHEDULER_ADDRESS:-}" | tr -d "\"'")
+    host=${host#*://}
+    host=${host%:*}
+    case "$host" in
+      ""|*[!A-Za-z0-9.-]*) proxied="" ;;  # none, or not a host name to allow
+      *)
+        proxied="/proxy/$host:8787"
+        # (a .d file would only enable extensions: settings go in the config file proper)
+        printf '{"ServerProxy": {"host_allowlist": ["%s"]}}\n' "$host" \
+          > /opt/venv/etc/jupyter/jupyter_server_config.json ;;
+    esac
+    # Client().dashboard_link: where a browser on the machine that runs the cluster finds
+    # the dashboard (its published port), else the path through JupyterLab.
+    link=${CLUSTERCTL_DASHBOARD_URL:-$proxied}
+    if [ -n "$link" ]; then
+      export DASK_DISTRIBUTED__DASHBOARD__LINK="${DASK_DISTRIBUTED__DASHBOARD__LINK:-$link/status}"
+      # dask-labextension's sidebar shows this cluster's dashboard panes, through the proxy
+      # where there is one (and no launcher of other clusters); overrides.json sets the
+      # defaults users may still change.
       mkdir -p /opt/venv/share/jupyter/lab/settings
       printf '{"dask-labextension:plugin": {"defaultURL": "%s", "hideClusterManager": true}}\n' \
-        "$CLUSTERCTL_DASHBOARD_URL" > /opt/venv/share/jupyter/lab/settings/overrides.json
+        "${proxied:-$link}" > /opt/venv/share/jupyter/lab/settings/overrides.json
     fi
     # JUPYTERLAB_ARGS: more options, split into words with globbing off, as dask-docker's
     # notebook image takes them.

@@ -138,6 +138,7 @@ def render(
             dashboard = f"{sched.host}:{outside(sched.dashboard_port, 'DASHBOARD')}"
         if dashboard:  # where a browser on this machine finds the dashboard
             env["CLUSTERCTL_DASHBOARD_URL"] = own(f"http://{dashboard}")
+            env["DASK_DISTRIBUTED__DASHBOARD__LINK"] = own(f"http://{dashboard}/status")
         if managed:
             env |= {"JUPYTER_TOKEN_FILE": launch.TOKEN_IN_CONTAINER, **launch.dask_tls_env(spec)}
         notebook = service(
