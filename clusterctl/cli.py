@@ -78,7 +78,13 @@ def _name(name: str | None) -> str:
 
 @click.group(name="clusterctl", cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="clusterctl")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Show what clusterctl does and asks of the engine (each API request); -vv: more.",
+)
+def cli(verbose: int) -> None:
     """An interactive Dask cluster in one command, on this machine or in containers.
 
     \b
@@ -89,6 +95,32 @@ def cli() -> None:
     """
     # Commands submit no tasks: what a cluster lacks is shown by `status`, not warned about.
     warnings.filterwarnings("ignore", category=EnvironmentMismatchWarning)
+    if verbose:
+        _log_to_stderr(verbose)
+
+
+def _unquoted(record: Any) -> bool:
+    """A request's line with its URL's query readable (the label filters, mostly)."""
+    from urllib.parse import unquote_plus
+
+    record.msg, record.args = unquote_plus(record.getMessage()), ()
+    return True
+
+
+def _log_to_stderr(verbose: int) -> None:
+    """-v: clusterctl's own steps, every request to the engine's API (the docker SDK's
+    HTTP calls) and the commands it runs (Compose); -vv: the same at debug level, Dask's
+    too."""
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.WARNING)
+    level = logging.INFO if verbose == 1 else logging.DEBUG
+    logging.getLogger("clusterctl").setLevel(level)
+    requests = logging.getLogger("urllib3.connectionpool")  # one line a request
+    requests.setLevel(logging.DEBUG)
+    requests.addFilter(_unquoted)
+    if verbose > 1:
+        logging.getLogger("distributed").setLevel(logging.DEBUG)
 
 
 @cli.command()

@@ -505,3 +505,11 @@ def test_an_idle_cluster_is_removed_entirely_and_a_client_keeps_it(images, docke
         waiting.until(lambda: "idle" not in state.names(), timeout=10, what="its state folder")
     finally:
         run_cli("down", "idle", check=False)
+
+
+def test_verbose_shows_what_is_asked_of_the_engine(docker_engine):
+    listing = run_cli("-v", "list")
+    assert "No clusters." in listing.stdout or listing.stdout.startswith("name")
+    asked = [line for line in listing.stderr.splitlines() if "/containers/json" in line]
+    assert asked and '"label": ["io.clusterctl.backend=docker"' in "\n".join(asked), asked
+    assert "Traceback" not in listing.stderr

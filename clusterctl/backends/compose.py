@@ -13,6 +13,7 @@ remove the highest-numbered replicas, data and all.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from functools import cache
@@ -27,6 +28,8 @@ from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.render.compose import render
 from clusterctl.security import tls_files
 from clusterctl.spec import WorkerGroup
+
+logger = logging.getLogger(__name__)
 
 
 class ComposeBackend(DockerBackend):
@@ -73,6 +76,7 @@ class ComposeBackend(DockerBackend):
         command = [*compose_command(), "--project-name", self.spec.name, "--file", str(file)]
         shown = f"`{' '.join(command[:-4])} {' '.join(args)}`"
         timeout = self.spec.start_timeout + 60
+        logger.info("running %s", shown)
         try:
             done = subprocess.run(
                 [*command, *args], capture_output=True, text=True, timeout=timeout
