@@ -180,24 +180,34 @@ def test_the_labextension_s_new_button_makes_a_cluster_its_shutdown_removes(back
     import asyncio
 
     import dask
-    from dask_labextension.manager import DaskClusterManager
 
+    import clusterctl
     from clusterctl import state
 
     if backend == "docker":
         request.getfixturevalue("images")
+
+    async def imported() -> type:  # the module makes a manager on import: it needs a loop
+        from dask_labextension.manager import DaskClusterManager
+
+        return DaskClusterManager
+
+    manager_class = asyncio.run(imported())
     factory = {"module": "clusterctl", "class": "new_cluster", "args": []}
     factory["kwargs"] = {"backend": backend, "workers": 1}
 
-    async def new_twice_and_shut_down() -> list[dict]:
-        manager = DaskClusterManager()
+    async def new_twice_and_shut_down() -> None:
+        manager = manager_class()
         made = [await manager.start_cluster(), await manager.start_cluster()]
         assert {"lab-1", "lab-2"} <= set(state.names())
         for model in made:
             assert model["workers"] == 1 and model["dashboard_link"].startswith("http")
             await manager.close_cluster(model["id"])
-        return made
 
-    with dask.config.set({"labextension.factory": factory}):
-        asyncio.run(new_twice_and_shut_down())
-    assert not {"lab-1", "lab-2"} & set(state.names()), "shutdown left a cluster"
+    try:
+        with dask.config.set({"labextension.factory": factory}):
+            asyncio.run(new_twice_and_shut_down())
+        assert not {"lab-1", "lab-2"} & set(state.names()), "shutdown left a cluster"
+    finally:
+        for name in {"lab-1", "lab-2", "lab-3"} & set(state.names()):  # after a failure
+            clusterctl.down(name)
