@@ -634,13 +634,7 @@ def _check_tolerations(value: Any, where: str) -> tuple[dict[str, Any], ...]:
         raise SpecError(f"{where}: must be a list of at most 32, got {describe(value)}")
     for i, toleration in enumerate(value):
         at = f"{where}[{i}]"
-        if not isinstance(toleration, Mapping):
-            raise SpecError(f"{at}: must be a mapping, got {describe(toleration)}")
-        if unknown := set(toleration) - _TOLERATION_KEYS:
-            raise SpecError(
-                f"{at}.{_field(sorted(map(str, unknown))[0])}: unknown field; allowed: "
-                + ", ".join(sorted(_TOLERATION_KEYS))
-            )
+        _check_fields(toleration, at, _TOLERATION_KEYS)
         for key, choices in _TOLERATION_CHOICES.items():
             if key in toleration and toleration[key] not in choices:
                 raise SpecError(
@@ -655,17 +649,21 @@ def _check_tolerations(value: Any, where: str) -> tuple[dict[str, Any], ...]:
     return tuple(dict(toleration) for toleration in value)
 
 
+def _check_fields(value: Any, where: str, allowed: set[str]) -> None:
+    """A mapping with no field but ``allowed`` (Kubernetes' own names, kept as written)."""
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{where}: must be a mapping, got {describe(value)}")
+    if unknown := set(value) - allowed:
+        raise SpecError(
+            f"{where}.{_field(sorted(map(str, unknown))[0])}: unknown field; allowed: "
+            + ", ".join(sorted(allowed))
+        )
+
+
 def _check_affinity(value: Any, where: str) -> dict[str, Any]:
     """Kubernetes' own affinity, checked here for its kinds only: the rendered manifests
     are what Kubernetes validates (and the tests, against its schemas)."""
-    kinds = {"nodeAffinity", "podAffinity", "podAntiAffinity"}
-    if not isinstance(value, Mapping):
-        raise SpecError(f"{where}: must be a mapping, got {describe(value)}")
-    if unknown := set(value) - kinds:
-        raise SpecError(
-            f"{where}.{_field(sorted(map(str, unknown))[0])}: unknown field; allowed: "
-            + ", ".join(sorted(kinds))
-        )
+    _check_fields(value, where, {"nodeAffinity", "podAffinity", "podAntiAffinity"})
     for kind, rules in value.items():
         if not isinstance(rules, Mapping):
             raise SpecError(f"{where}.{kind}: must be a mapping, got {describe(rules)}")
