@@ -162,3 +162,18 @@ def test_the_supervisor_log_is_read_with_its_rotated_copies_oldest_first():
             assert list(supervisor.logs("rotated")) == [], "no log yet: no lines, no error"
         finally:
             state.remove("rotated")
+
+
+def test_cluster_names_complete_in_the_shell():
+    """bash's side of click's completion: the names of this machine's clusters that start
+    with what is typed, after --name and as `down`'s argument."""
+    with state.locked("complete-me"):  # a cluster's folder, as `up` makes it
+        try:
+            for words, cword in (("clusterctl down comp", "2"), ("clusterctl status -n co", "3")):
+                env = {"_CLUSTERCTL_COMPLETE": "bash_complete", "COMP_WORDS": words}
+                offered = run_cli(env={**env, "COMP_CWORD": cword}).stdout.split()
+                assert offered == ["plain,complete-me"], (words, offered)
+            env = {"_CLUSTERCTL_COMPLETE": "bash_complete", "COMP_WORDS": "clusterctl down x"}
+            assert run_cli(env={**env, "COMP_CWORD": "2"}).stdout.split() == []
+        finally:
+            state.remove("complete-me")
