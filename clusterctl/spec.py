@@ -474,7 +474,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
         )
     timeout = _check_number(_need(data, "start_timeout", "spec"), "start-timeout", 1, 3600)
     cut_off = _check_number(_setting(data, "cut_off", "spec", stored), "cut-off", 1, 3600)
-    idle_timeout = _check_idle_timeout(_setting(data, "idle_timeout", "spec", stored), backend)
+    idle_timeout = _check_idle_timeout(_setting(data, "idle_timeout", "spec", stored))
     return ClusterSpec(
         name=name,
         backend=backend,
@@ -512,7 +512,7 @@ def _build_group(
 MAX_IDLE = 30 * 86400  # seconds: a month
 
 
-def _check_idle_timeout(value: Any, backend: str) -> float | None:
+def _check_idle_timeout(value: Any) -> float | None:
     if value is None:
         return None
     seconds = value
@@ -529,11 +529,6 @@ def _check_idle_timeout(value: Any, backend: str) -> float | None:
         )
     if not 10 <= seconds <= MAX_IDLE:
         raise SpecError(f"idle-timeout: must be from 10s to 30 days, got {_show(value)}")
-    if backend == "swarm":
-        raise SpecError(
-            "idle-timeout: a swarm cluster has no supervisor to remove it when idle; "
-            "run `clusterctl down` (or set idle-timeout on another backend)"
-        )
     return float(seconds)
 
 

@@ -197,17 +197,28 @@ def test_the_plain_stack_file_spreads_its_workers_over_the_nodes(nodes, images):
             client.wait_for_workers(3, timeout=120)
             assert client.submit(sum, range(10)).result() == 45
         hosts = {
-            k: [c.name for c in engine.containers.list(filters=label) if "_worker." in c.name]
+            k: [
+                c.name
+                for c in engine.containers.list(filters=label, ignore_removed=True)
+                if "_worker." in c.name
+            ]
             for k, engine in nodes.items()
         }
         assert all(len(names) == 1 for names in hosts.values()), hosts
-        (notebook,) = [c for c in nodes[1].containers.list(filters=label) if "_notebook." in c.name]
+        (notebook,) = [
+            c
+            for c in nodes[1].containers.list(filters=label, ignore_removed=True)
+            if "_notebook." in c.name
+        ]
         reach = "import distributed; print(len(distributed.Client().scheduler_info()['workers']))"
         assert notebook.exec_run(["python", "-c", reach]).output.decode().strip() == "3"
     finally:
         subprocess.run(["docker", "stack", "rm", stack], env=env, capture_output=True, check=False)
         deadline = time.monotonic() + 60
-        while any(engine.containers.list(all=True, filters=label) for engine in nodes.values()):
+        while any(
+            engine.containers.list(all=True, filters=label, ignore_removed=True)
+            for engine in nodes.values()
+        ):
             assert time.monotonic() < deadline, "the stack's containers did not go"
             time.sleep(0.5)
 
