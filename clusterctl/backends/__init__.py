@@ -128,14 +128,13 @@ def _scheduler_counts(address: str, spec: ClusterSpec) -> dict[str, int]:
 
     from clusterctl.security import client_security
 
-    args = client_security(spec.name, spec.security.tls).get_connection_args("client")
-
     async def ask() -> dict[str, Any]:
+        args = client_security(spec.name, spec.security.tls).get_connection_args("client")
         async with rpc(address, connection_args=args) as scheduler:
             return await scheduler.identity()
 
     with ThreadPoolExecutor(1) as thread:
-        try:
+        try:  # also without this machine's client certificates (a lost state folder)
             identity = thread.submit(asyncio.run, asyncio.wait_for(ask(), ASK_WITHIN)).result()
         except Exception:  # the counts go blank; the cluster is still listed as running
             logger.debug("the scheduler at %s did not answer", address, exc_info=True)
