@@ -1,6 +1,8 @@
 """clusterctl as a user who doesn't clone has it: its wheel, installed (not editable) into a
 fresh virtualenv, renders every backend's files and builds the images; and with
-``image build --sync`` a docker cluster runs this environment's packages (scikit-learn)."""
+``image build --sync`` a docker cluster runs this environment's packages (scikit-learn).
+The synced build makes its wheelhouse and runtimes from the wheel install; the plain
+build, at the session's lock, reuses the session's runtimes and builds the role images."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import yaml
 
 from clusterctl import environment
 from clusterctl.errors import EnvironmentMismatchWarning
-from clusterctl.images import ROLES
+from clusterctl.images import ROLES, Lock
 
 pytestmark = pytest.mark.timeout(1800)
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,12 +102,17 @@ def venv(tmp_path_factory, images, docker_engine):
         env.run("pip", "install", "--quiet", "--disable-pip-version-check", str(package))
     shutil.rmtree(folder / "gonepkg")
     before = {tag for image in docker_engine.images.list() for tag in image.tags}
+    session = {name: docker_engine.images.get(name).id for name in images.values()}
     yield env
     for image in docker_engine.images.list():
         for tag in set(image.tags) - before:
             docker_engine.images.remove(tag)
-    for role, name in images.items():
-        docker_engine.images.get(name).tag(f"clusterctl-{role}", "latest")
+    for role, name in images.items():  # the session's own images under their names again
+        rebuilt = docker_engine.images.get(name).id
+        docker_engine.images.get(session[name]).tag(name)
+        docker_engine.images.get(session[name]).tag(f"clusterctl-{role}", "latest")
+        if rebuilt != session[name]:
+            docker_engine.images.remove(rebuilt)
 
 
 def test_the_wheel_carries_what_render_and_image_build_read(venv):
@@ -134,24 +141,6 @@ def test_render_from_a_wheel_install(venv, backend):
     documents = [d for d in yaml.safe_load_all(rendered) if d]
     assert documents, rendered
     assert "clusterctl-worker" in rendered
-
-
-def test_image_build_from_a_wheel_install(venv, docker_engine):
-    built = venv.run("clusterctl", "image", "build", "--base", "debian").stdout
-    names = {r: n for r, n, *_ in map(str.split, built.splitlines()) if r in ROLES}
-    assert sorted(names) == sorted(ROLES), built
-    probe = (
-        "import clusterctl, importlib.metadata as m, pathlib; "
-        "print(m.version('clusterctl'), clusterctl.__file__, "
-        "len(list(pathlib.Path('/home/dask/notebooks').glob('*.ipynb'))))"
-    )
-    out = docker_engine.containers.run(
-        names["notebook"], ["python", "-c", probe], remove=True
-    ).decode()
-    version, where, notebooks = out.split()
-    ours = venv.run("python", "-c", "import clusterctl; print(clusterctl.__version__)")
-    assert where.startswith("/opt/venv/lib/") and version == ours.stdout.strip()
-    assert int(notebooks) == len(list((ROOT / "clusterctl" / "notebooks").glob("*.ipynb")))
 
 
 FIT = """
@@ -226,3 +215,29 @@ def test_a_synced_environment_runs_scikit_learn_on_a_docker_cluster(venv, docker
         assert f"and {len(lacking) - environment.SHOWN} more" in text, text
     finally:
         venv.run("clusterctl", "down", "s1", check=False)
+
+
+def test_image_build_from_a_wheel_install(venv, images, docker_engine):
+    # The locked and notebook packages at this environment's versions make the wheel
+    # install's lock the session's: its runtimes are reused (the synced test above builds a
+    # wheelhouse and runtimes from the wheel install); the role images come from its files.
+    lock = Lock.of_this_client()
+    pins = [*lock.core_requirements(), *lock.notebook_requirements()]
+    venv.run("pip", "install", "--quiet", "--disable-pip-version-check", *pins)
+    built = venv.run("clusterctl", "image", "build", "--base", "debian")
+    names = {r: n for r, n, *_ in map(str.split, built.stdout.splitlines()) if r in ROLES}
+    assert sorted(names) == sorted(ROLES), built.stdout
+    assert names == images, built.stdout  # the session's lock, hence its tag
+    assert "-runtime:" not in built.stderr, built.stderr  # no runtime built again
+    probe = (
+        "import clusterctl, importlib.metadata as m, pathlib; "
+        "print(m.version('clusterctl'), clusterctl.__file__, "
+        "len(list(pathlib.Path('/home/dask/notebooks').glob('*.ipynb'))))"
+    )
+    out = docker_engine.containers.run(
+        names["notebook"], ["python", "-c", probe], remove=True
+    ).decode()
+    version, where, notebooks = out.split()
+    ours = venv.run("python", "-c", "import clusterctl; print(clusterctl.__version__)")
+    assert where.startswith("/opt/venv/lib/") and version == ours.stdout.strip()
+    assert int(notebooks) == len(list((ROOT / "clusterctl" / "notebooks").glob("*.ipynb")))

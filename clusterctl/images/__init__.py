@@ -446,8 +446,6 @@ def build_images(
         progress(f"not in the images, no wheel to be had for: {', '.join(unavailable)}")
     names = {role: image_name(role, lock.tag) for role in ROLES}
 
-    labels = oci_labels(base)
-
     def build_role(role: str) -> None:
         progress(f"building {names[role]}")
         _build(
@@ -456,12 +454,13 @@ def build_images(
             progress,
             tag=names[role],
             buildargs={"RUNTIME_IMAGE": runtimes[role]},
-            labels=labels,
         )
         client.images.get(names[role]).tag(f"clusterctl-{role}", "latest")
 
     with tempfile.TemporaryDirectory(prefix="clusterctl-app-") as tmp:
         context = _app_context(Path(tmp), progress)
+        with (context / "Dockerfile").open("a") as dockerfile:
+            dockerfile.write(label_instruction(oci_labels(base)))
         with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:  # the engine overlaps the I/O
             list(pool.map(build_role, ROLES))
     return names
@@ -699,6 +698,16 @@ def oci_labels(base: str) -> dict[str, str]:
     if labels["org.opencontainers.image.revision"] and _git("status", "--porcelain"):
         labels["org.opencontainers.image.revision"] += "-dirty"  # built from changed files
     return {key: value for key, value in labels.items() if value}
+
+
+def label_instruction(labels: dict[str, str]) -> str:
+    """One Dockerfile ``LABEL`` line setting all of ``labels``: one step, where the build
+    API's own ``labels`` adds one per label (each a commit of the whole image)."""
+
+    def quoted(text: str) -> str:  # one line, in double quotes, nothing for the builder to expand
+        return json.dumps(" ".join(text.split()), ensure_ascii=False).replace("$", "\\$")
+
+    return "LABEL " + " ".join(f"{quoted(k)}={quoted(v)}" for k, v in labels.items()) + "\n"
 
 
 def _source_url() -> str:
