@@ -501,7 +501,8 @@ def image_build(base: str | None, extra: tuple[str, ...], fresh: bool, sync: boo
 @click.argument("archive", type=click.Path(dir_okay=False, writable=True))
 @click.argument("images", nargs=-1)
 def image_save(archive: str, images: tuple[str, ...]) -> None:
-    """Write the images (default: this client's three) to one compressed ARCHIVE."""
+    """Write the images (default: this client's three) to one ARCHIVE, gzip-compressed
+    unless its name ends in .tar."""
     from pathlib import Path
 
     from clusterctl.images import save_images

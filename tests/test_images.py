@@ -318,6 +318,7 @@ def test_save_remove_load_round_trip(images, docker_engine, tmp_path: Path):
     archive = tmp_path / "images.tar.gz"
     ids = {name: docker_engine.images.get(name).id for name in images.values()}
     assert save_images(archive, images.values()) == list(images.values())
+    assert archive.read_bytes()[:2] == b"\x1f\x8b"  # gzip; a name ending in .tar: plain
     for name in images.values():
         docker_engine.images.remove(name)
         repo = name.split(":")[0]
