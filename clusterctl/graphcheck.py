@@ -6,9 +6,8 @@ or objects travel in a graph must be importable there too. When it is not, distr
 names no module, and joblib's dask backend (scikit-learn's ``n_jobs`` under
 ``parallel_config(backend="dask")``) never notices an erred future: it waits forever.
 
-Loaded by every clusterctl scheduler (``dask scheduler --preload clusterctl.graphcheck``
-on the local backend, ``distributed.scheduler.preload`` in the images' dask.yaml), it reads
-each graph before distributed does; when that fails, it cancels the graph's keys for the
+Installed on every clusterctl scheduler by its preload (:mod:`clusterctl.preload`), it
+reads each graph before distributed does; when that fails, it cancels the graph's keys for the
 client that sent it, with a reason naming the module. A cancelled future raises
 ``FutureCancelledError`` from ``result()``, and joblib raises it too. A graph that reads is
 handed on as read, so it is unpickled once, as before. Imports nothing heavy until set up.
@@ -20,13 +19,12 @@ import logging
 import re
 from typing import Any
 
-PRELOAD = __name__
 _FAMILY = "clusterctl-graphcheck"  # a "serializer" whose frames hold the graph, already read
 
 logger = logging.getLogger("distributed.scheduler")  # where `clusterctl logs` shows it
 
 
-def dask_setup(scheduler: Any) -> None:
+def install(scheduler: Any) -> None:
     """Put the check in front of the scheduler's ``update-graph`` stream handler."""
     import inspect
 
@@ -39,7 +37,7 @@ def dask_setup(scheduler: Any) -> None:
     register_serialization_family(_FAMILY, None, lambda header, frames: frames[0])
     original = scheduler.stream_handlers["update-graph"]
     if getattr(original, "graphcheck", False):
-        return  # preloaded twice (configured, and by clusterctl)
+        return  # installed twice (preloaded by the configuration, and by clusterctl)
     if not {"client", "expr_ser", "keys"} <= set(inspect.signature(original).parameters):
         logger.warning("clusterctl.graphcheck: this distributed's update_graph is unknown; off")
         return
@@ -114,19 +112,3 @@ def _describe(exc: BaseException) -> str:
         causes.append(f"{type(current).__name__}: {current}")
         current = current.__cause__ or current.__context__
     return "; caused by ".join(causes)
-
-
-def scheduler_args() -> list[str]:
-    """``dask scheduler`` options that load this check. A ``--preload`` option replaces the
-    configured ``distributed.scheduler.preload`` list, so those preloads come first; with
-    per-preload arguments configured, the configured preloads alone (ours would unpair them)."""
-    import dask.config
-
-    configured = dask.config.get("distributed.scheduler.preload", None) or []
-    argv = dask.config.get("distributed.scheduler.preload-argv", None) or []
-    if argv and not isinstance(argv[0], str):
-        return []
-    if isinstance(configured, str):
-        configured = [configured]
-    names = [*configured, *([] if PRELOAD in configured else [PRELOAD])]
-    return [arg for name in names for arg in ("--preload", name)]

@@ -95,6 +95,50 @@ def test_from_name_and_connect_in_a_second_process(cluster):
     assert cluster.status.name == "running", "the second process did not stop the cluster"
 
 
+FOLLOWER = """
+import sys, time, clusterctl
+cluster = clusterctl.Cluster.from_name(sys.argv[1])
+seen = None
+print("attached", flush=True)
+for _ in range(1200):
+    if (n := len(cluster.scheduler_info["workers"])) != seen:
+        seen = n
+        print(n, time.time(), flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_every_cluster_object_follows_the_scheduler():
+    """The creator, its supervisor and a from_name in another process each subscribe to the
+    scheduler's worker-status feed; each sees workers come and go within 2 s."""
+    cluster = clusterctl.up(name="follow", workers=2, port=0, dashboard_port=0)
+    follower = subprocess.Popen(
+        [sys.executable, "-c", FOLLOWER, "follow"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert follower.stdout.readline().strip() == "attached"
+        assert follower.stdout.readline().split()[0] == "2"
+        assert state.read_json(state.cluster_dir("follow") / "supervisor.json")["pid"]
+        client = Client(cluster)
+        for n in (3, 2):
+            cluster.scale(n)
+            while len(client.scheduler_info(n_workers=-1)["workers"]) != n:
+                time.sleep(0.02)
+            registered = time.time()  # the scheduler has the new count, as a client sees it
+            while len(cluster.scheduler_info["workers"]) != n:
+                assert time.time() - registered < 2, cluster.scheduler_info["workers"].keys()
+                time.sleep(0.02)
+            assert f"workers={n}," in repr(cluster)
+            count, when = follower.stdout.readline().split()
+            assert int(count) == n
+            assert float(when) - registered < 2
+        client.close()
+    finally:
+        follower.kill()
+        follower.wait()
+        cluster.shutdown()
+
+
 def test_dask_ctl_discovery_entry_point(cluster):
     (ep,) = [e for e in entry_points(group="dask_cluster_discovery") if e.name == "clusterctl"]
     discover = ep.load()
@@ -103,9 +147,9 @@ def test_dask_ctl_discovery_entry_point(cluster):
         return [item async for item in discover()]
 
     found = asyncio.run(collect())
-    assert ("api", clusterctl.Cluster) in found
+    assert ("api", DiscoveredCluster) in found  # its close() stops: see test_dask_ctl.py
     name, cls = next(item for item in found if item[0] == "api")
-    attached = cls.from_name(name)
+    attached = cls.from_name(name, shutdown_on_close=False)
     assert attached.scheduler_address == cluster.scheduler_address
     attached.close()
 

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from clusterctl import graphcheck, processes, state, waiting
+from clusterctl import preload, processes, state, waiting
 from clusterctl.backends.base import Backend, Member
 from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.launch import scheduler_env, tls_args, worker_args
@@ -97,7 +97,7 @@ class LocalBackend(Backend):
             f"{sched.host}:{sched.dashboard_port}",
             "--scheduler-file",
             str(scheduler_file),
-            *graphcheck.scheduler_args(),
+            *preload.scheduler_args(),
         ]
         if self.spec.security.tls:
             args += ["--protocol", "tls", *self._tls_args()]
