@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from clusterctl.errors import UserInputError
+from clusterctl.memory import Host
 from clusterctl.spec import ClusterSpec, WorkerGroup
 
 
@@ -115,9 +116,15 @@ class Backend(ABC):
         """An orchestrated backend: have its orchestrator adapt ``group``'s size."""
         raise NotImplementedError(f"{self.kind}: adaptive scaling is the controller's")
 
+    def worker_hosts(self) -> list[Host]:
+        """The machines the workers run on, with their memory, which the controller sizes
+        them by (:mod:`clusterctl.memory`): one, of unknown memory, unless a backend knows."""
+        return [Host("the workers' machine", None)]
+
     @abstractmethod
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
-        """Start ``n`` workers of ``group``; return their names (= Dask worker names)."""
+        """Start ``n`` workers of ``group``; return their names (= Dask worker names).
+        ``group`` comes with its workers' memory limit as the controller sized it."""
 
     @abstractmethod
     def stop_workers(self, names: list[str]) -> None:

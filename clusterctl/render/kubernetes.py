@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from clusterctl import images
+from clusterctl import images, sharing
 from clusterctl.errors import UserInputError
 from clusterctl.labels import BACKEND, CLUSTER, GROUP, ROLE, SPEC
 from clusterctl.launch import container_limits, scheduler_env, worker_args
@@ -48,6 +48,7 @@ OPERATOR_GROUP = "default"  # the operator's name for a DaskCluster's own worker
 OPERATOR_API = "kubernetes.dask.org/v1"
 OPERATOR_APP = "dask-kubernetes-operator"  # its pods' app.kubernetes.io/name (Helm chart)
 OPERATOR_NAMESPACE = "dask-operator"  # where its install guide puts it
+MEMORY_REQUEST = "DASK_WORKER_MEMORY_REQUEST"  # a worker's memory request, in bytes
 # Dask's default scheduler routes plus the HTTP API the operator calls (dask-kubernetes#807).
 OPERATOR_ROUTES = json.dumps(
     [
@@ -111,7 +112,7 @@ def render(spec: ClusterSpec, *, tag: str | None = "latest") -> list[dict[str, A
         _service(spec, "scheduler", [("tcp-comm", 8786), ("http-dashboard", 8787)]),
     ]
     for group in spec.workers:
-        container = _worker_container(group, tag, ["worker", address, *worker_args(group)])
+        container = _worker_container(group, tag, ["worker", address, *_worker_args(group)])
         pod = _worker_pod_spec(spec, group, container)
         out.append(_deployment(spec, "worker", group, group.count, pod))
     if spec.notebook.enabled:
@@ -143,7 +144,7 @@ def render_operator(
         )
 
     def worker(group: WorkerGroup) -> dict[str, Any]:
-        args = ["worker", "--name", "$(DASK_WORKER_NAME)", *worker_args(group)]
+        args = ["worker", "--name", "$(DASK_WORKER_NAME)", *_worker_args(group)]
         return {
             "replicas": group.count,
             "metadata": {"labels": _labels(spec, "worker", group)},
@@ -395,10 +396,25 @@ def worker_resources(group: WorkerGroup) -> dict[str, dict[str, str]]:
     return {"requests": dict(amount), "limits": dict(amount)}
 
 
+def _worker_args(group: WorkerGroup) -> list[str]:
+    """A group's ``dask worker`` options; memory-limit ``auto`` is the container's memory
+    request (the downward API's ``requests.memory``, in ``MEMORY_REQUEST``): Kubernetes
+    places pods by their requests, so on each node the workers' limits add up to at most
+    its allocatable memory. No request (none given, no LimitRange default) is 0: no limit."""
+    args = worker_args(group)
+    if group.memory_limit == "auto":
+        args[args.index("--memory-limit") + 1] = f"$({MEMORY_REQUEST})"
+    return args
+
+
 def _worker_container(group: WorkerGroup, tag: str | None, args: list[str]) -> dict[str, Any]:
     container = _container("worker", _image("worker", tag, group), args, [("http-dashboard", 8788)])
-    if group.env:
-        container["env"] = [{"name": k, "value": v} for k, v in group.env.items()]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in group.env.items()]
+    if group.memory_limit == "auto":
+        field = {"containerName": "worker", "resource": "requests.memory"}
+        env.append({"name": MEMORY_REQUEST, "valueFrom": {"resourceFieldRef": field}})
+    if env:
+        container["env"] = env
     container["resources"] = worker_resources(group)
     return {**container, **_probes("http-dashboard", "/health")}
 
@@ -422,7 +438,13 @@ def _notebook_container(spec: ClusterSpec, tag: str | None) -> dict[str, Any]:
 
 
 def _pod_spec(spec: ClusterSpec, container: dict[str, Any], account: bool = True) -> dict:
+    """A pod of the cluster: unprivileged, and with the share-dir's claim mounted and its
+    working folder, when the spec has one."""
     pod: dict[str, Any] = {}
+    if (name := sharing.claim(spec)) is not None:
+        mount = {"name": "share", "mountPath": sharing.CLAIM_MOUNT}
+        container = {**container, "workingDir": sharing.CLAIM_MOUNT, "volumeMounts": [mount]}
+        pod["volumes"] = [{"name": "share", "persistentVolumeClaim": {"claimName": name}}]
     if account:
         pod["serviceAccountName"] = f"{spec.name}-dask"
     pod |= {
