@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from clusterctl import sharing
 from clusterctl.spec import ClusterSpec, WorkerGroup
 
 TLS_IN_CONTAINER = "/etc/clusterctl/tls"  # where containers find the cluster's certificates
@@ -79,7 +80,16 @@ def container_limits(group: WorkerGroup) -> dict[str, Any]:
     return limits
 
 
-def container_user() -> str:
-    """The containers' user: this user's uid (so mounted files are shared), never root."""
-    uid = os.getuid()
-    return f"{uid if uid != 0 else 1000}:0"
+def container_process(spec: ClusterSpec) -> dict[str, Any]:
+    """How every container of a cluster runs, as the engine's API and Compose name it.
+
+    Never as root: as this user's uid (so mounted files are shared; 1000 for root) in group
+    0; with a share-dir (see :mod:`clusterctl.sharing`), as the folder's owner and group,
+    also in group 0 (which the images' writable files and, for root, the mounted
+    certificates belong to), starting in the folder.
+    """
+    share = sharing.host_share(spec)
+    if share is None:
+        uid = os.getuid()
+        return {"user": f"{uid if uid != 0 else 1000}:0"}
+    return {"user": f"{share.uid}:{share.gid}", "group_add": ["0"], "working_dir": share.folder}

@@ -9,6 +9,7 @@ be spelled with ``-`` or ``_``. Every field is checked before anything starts; a
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import math
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from clusterctl import sharing
 from clusterctl.errors import SpecError
 
 MAX_GPUS = 64  # per worker
@@ -46,6 +48,8 @@ _IMAGE = re.compile(r"[a-z0-9][a-z0-9._/:@-]*\Z")
 # Folders no mount may expose: the kernel's views of this machine, and (see _socket_dirs)
 # the Docker socket's folder, through which a container would command the engine as root.
 _SYSTEM_DIRS = ("/proc", "/sys", "/dev")
+# ... and the operating system's own folders, which no container may write in (share-dir).
+_OS_DIRS = ("/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/sbin", "/usr", "/var/lib")
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ class ClusterSpec:
     # Seconds with no client connected and no task before the whole cluster is removed
     # (None: never).
     idle_timeout: float | None = None
+    # The shared working folder (see clusterctl.sharing): an absolute host folder, or on
+    # Kubernetes "pvc:NAME"; None: none.
+    share_dir: str | None = None
 
     def group(self, name: str | None = None) -> WorkerGroup:
         """The named worker group, or the first one when ``name`` is None."""
@@ -218,6 +225,7 @@ _SPEC_KEYS: dict[str, Any] = {
     "start_timeout": None,
     "cut_off": None,
     "idle_timeout": None,
+    "share_dir": None,
 }
 
 
@@ -272,10 +280,10 @@ def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise SpecError(f"{where}: not valid YAML{at}: {_cut(problem)}") from None
+        raise SpecError(f"{where}: not valid YAML{at}: {shorten(problem)}") from None
     except (ValueError, TypeError, AttributeError, LookupError) as exc:
         # a tagged value YAML's constructors can't make, e.g. !!int "" or !!timestamp x
-        raise SpecError(f"{where}: not valid YAML: {_cut(' '.join(str(exc).split()))}") from None
+        raise SpecError(f"{where}: not valid YAML: {shorten(' '.join(str(exc).split()))}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -475,6 +483,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
     timeout = _check_number(_need(data, "start_timeout", "spec"), "start-timeout", 1, 3600)
     cut_off = _check_number(_setting(data, "cut_off", "spec", stored), "cut-off", 1, 3600)
     idle_timeout = _check_idle_timeout(_setting(data, "idle_timeout", "spec", stored))
+    share_dir = sharing.check(_setting(data, "share_dir", "spec", stored), backend, stored)
     return ClusterSpec(
         name=name,
         backend=backend,
@@ -485,6 +494,7 @@ def _build(data: dict[str, Any], stored: bool = False) -> ClusterSpec:
         start_timeout=timeout,
         cut_off=cut_off,
         idle_timeout=idle_timeout,
+        share_dir=share_dir,
     )
 
 
@@ -662,7 +672,28 @@ def _check_affinity(value: Any, where: str) -> dict[str, Any]:
     for kind, rules in value.items():
         if not isinstance(rules, Mapping):
             raise SpecError(f"{where}.{kind}: must be a mapping, got {describe(rules)}")
+        _check_plain(rules, f"{where}.{kind}")
     return dict(value)
+
+
+def _check_plain(value: Any, where: str, depth: int = 0) -> None:
+    """``value`` holds only what JSON (and so Kubernetes) can: mappings with string keys,
+    lists, strings, numbers, booleans and nulls; not a YAML date, say."""
+    if depth > 32:
+        raise SpecError(f"{where}: nested more than 32 deep")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SpecError(f"{where}: keys must be strings, got {describe(key)}")
+            _check_plain(item, f"{where}.{_field(key)}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]", depth + 1)
+    elif not isinstance(value, (str, int, float, bool, type(None))):
+        raise SpecError(
+            f"{where}: must be a string, number, boolean, list or mapping, got {describe(value)}"
+            + (" (quote it to make it a string)" if isinstance(value, datetime.date) else "")
+        )
 
 
 def describe(value: Any) -> str:
@@ -675,7 +706,7 @@ def _show(value: Any) -> str:
     if isinstance(value, str) and len(value) > MAX_SHOWN:
         return f"{value[:MAX_SHOWN]!r}… ({len(value)} characters)"
     try:
-        return _cut(repr(value))
+        return shorten(repr(value))
     except (ValueError, RecursionError):  # an int too long for decimal, a list too deep
         return f"({type(value).__name__} too large to show)"
 
@@ -683,10 +714,10 @@ def _show(value: Any) -> str:
 def _field(key: Any, limit: int = MAX_SHOWN) -> str:
     """A key or path as a message shows it: as is when printable, else as its repr; short."""
     text = str(key)
-    return _cut(text if text.isprintable() else repr(text), limit)
+    return shorten(text if text.isprintable() else repr(text), limit)
 
 
-def _cut(text: str, limit: int = MAX_SHOWN) -> str:
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
     """``text``, or its first ``limit`` characters and its length when longer."""
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
@@ -721,7 +752,7 @@ def _check_total(workers: tuple[WorkerGroup, ...], where: str) -> None:
         counts = ", ".join(f"{g.name} {g.count}" for g in workers)
         raise SpecError(
             f"{where}: at most {MAX_WORKERS} workers in all groups together, got {total} "
-            f"({_cut(counts)})"
+            f"({shorten(counts)})"
         )
 
 
@@ -857,7 +888,7 @@ def _check_env(key: Any, value: Any, where: str) -> tuple[str, str]:
     if not isinstance(value, (str, int, float)) or value in (math.inf, -math.inf) or value != value:
         raise SpecError(f"{where}: must be a string or a finite number, got {describe(value)}")
     text = str(value).lower() if isinstance(value, bool) else str(value)
-    if (size := len(_os_bytes(text, where))) > MAX_ENV_VALUE:
+    if (size := len(os_bytes(text, where))) > MAX_ENV_VALUE:
         raise SpecError(f"{where}: at most {MAX_ENV_VALUE // 2**10} KiB, got {size} bytes")
     return key, text
 
@@ -866,7 +897,7 @@ def _check_env_total(envs: list[tuple[str, dict[str, str]]]) -> None:
     """All environment values of a spec together stay under MAX_ENV_TOTAL bytes."""
     total = 0
     for where, env in envs:
-        total += sum(len(k) + len(_os_bytes(v, where)) for k, v in env.items())
+        total += sum(len(k) + len(os_bytes(v, where)) for k, v in env.items())
         if total > MAX_ENV_TOTAL:
             raise SpecError(
                 f"{where}: the environment of the scheduler and all worker groups together "
@@ -874,7 +905,7 @@ def _check_env_total(envs: list[tuple[str, dict[str, str]]]) -> None:
             )
 
 
-def _os_bytes(text: str, where: str) -> bytes:
+def os_bytes(text: str, where: str) -> bytes:
     """``text`` as the operating system takes it (an environment value, a path)."""
     if "\0" in text:
         raise SpecError(f"{where}: may not contain a NUL character")
@@ -906,33 +937,34 @@ def _check_mounts(value: Any, where: str, stored: bool) -> tuple[Mount, ...]:
             raise SpecError(
                 f"{here}: must be 'host-path:container-path[:ro|:rw]', got {_show(item)}"
             )
-        _os_bytes(item, here)
+        os_bytes(item, here)
         source = os.path.abspath(os.path.expanduser(parts[0]))
         if not parts[1].startswith("/"):
             raise SpecError(f"{here}: the container path must be absolute, got {_show(parts[1])}")
         if not stored:  # a stored spec's folders were checked when it started
             if not os.path.isdir(source) or not os.access(source, os.R_OK | os.X_OK):
                 raise SpecError(
-                    f"{here}: the host folder {_cut(source)} does not exist or is not readable"
+                    f"{here}: the host folder {shorten(source)} does not exist or is not readable"
                 )
-            _check_mount_source(source, here)
+            check_mount_source(source, here)
         mounts.append(Mount(source, parts[1], len(parts) == 3 and parts[2] == "ro"))
     return tuple(mounts)
 
 
-def _check_mount_source(source: str, where: str) -> None:
+def check_mount_source(source: str, where: str, writable: bool = False) -> None:
     """Refuse a folder that is /, one of the kernel's, or holds the Docker socket (a
-    read-only mount too: a socket still works through one)."""
+    read-only mount too: a socket still works through one); ``writable`` (containers write
+    there as its owner): also one of the operating system's."""
     real = os.path.realpath(source)
     if real == "/":
         raise SpecError(f"{where}: may not mount / (the whole machine)")
-    for system in _SYSTEM_DIRS:
+    for system in _SYSTEM_DIRS + (_OS_DIRS if writable else ()):
         if _is_within(real, system):
-            raise SpecError(f"{where}: may not mount {system} or a folder in it ({_cut(real)})")
+            raise SpecError(f"{where}: may not mount {system} or a folder in it ({shorten(real)})")
     for folder in _socket_dirs():
         if _is_within(folder, real):
             raise SpecError(
-                f"{where}: may not mount {_cut(real)}: it holds the Docker socket's folder "
+                f"{where}: may not mount {shorten(real)}: it holds the Docker socket's folder "
                 f"{folder}, which would give the containers control of this machine's engine"
             )
 

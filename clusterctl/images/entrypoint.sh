@@ -198,11 +198,12 @@ case "$role" in
         "${proxied:-$link}" > /opt/venv/share/jupyter/lab/settings/overrides.json
     fi
     # JUPYTERLAB_ARGS: more options, split into words with globbing off, as dask-docker's
-    # notebook image takes them.
+    # notebook image takes them. Its files are its working folder's: the image's /home/dask,
+    # or a cluster's share-dir.
     set -f
     # shellcheck disable=SC2086
     exec jupyter lab --ip=0.0.0.0 --port="${JUPYTER_PORT:-8888}" --no-browser \
-      --ServerApp.root_dir=/home/dask "$@" ${JUPYTERLAB_ARGS:-} ;;
+      --ServerApp.root_dir="$PWD" "$@" ${JUPYTERLAB_ARGS:-} ;;
   *)
     exec "$role" "$@" ;;
 esac

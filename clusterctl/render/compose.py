@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from clusterctl import images, launch, state
+from clusterctl import images, launch, sharing, state
 from clusterctl.errors import UserInputError
 from clusterctl.labels import BACKEND, CLUSTER, GROUP, ROLE, SPEC
 from clusterctl.security import tls_files
@@ -66,6 +66,8 @@ def render(
         )
     sched = spec.scheduler
     address = f"{'tls' if spec.security.tls else 'tcp'}://scheduler:8786"
+    share = sharing.host_share(spec)
+    process = launch.container_process(spec)
 
     def own(text: str) -> str:
         """Text with the renderer's own interpolations (only for plain Compose)."""
@@ -91,6 +93,8 @@ def render(
         volumes = [str(m) for m in mounts]
         if spec.security.tls:
             volumes.append(f"{tls_files(spec.name).ca.parent}:{launch.TLS_IN_CONTAINER}:ro")
+        if share is not None:  # read-write, at its own path
+            volumes.append(f"{share.folder}:{share.folder}")
         default = images.image_name(role, tag) if tag else images.default_image(role)
         image = group.image if group and group.image else default
         if not managed and image == default:
@@ -104,8 +108,8 @@ def render(
         }
         if volumes:
             out["volumes"] = volumes
-        if managed:
-            out["user"] = launch.container_user()
+        if managed or share is not None:  # plain Compose: the image's own user, unless shared
+            out |= process
         return out
 
     scheduler = service(

@@ -41,6 +41,8 @@ def render(spec: ClusterSpec) -> dict[str, Any]:
         service.pop("deploy", None)  # Compose's GPU reservation: swarm's is generic_resources
         service.pop("depends_on", None)  # swarm ignores it; workers wait for the scheduler
         service.pop("security_opt", None)  # not supported by swarm services
+        if service.pop("group_add", None):  # nor is this: a share-dir's owner in group 0
+            service["user"] = f"{service['user'].partition(':')[0]}:0"
         replicas = service.pop("scale", 1)
         service.pop("restart", None)
         deploy: dict[str, Any] = {
