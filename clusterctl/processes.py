@@ -56,9 +56,11 @@ class ProcessRecord:
         return record
 
 
-def spawn(command: list[str], log: Path, env: Mapping[str, str], folder: Path) -> ProcessRecord:
-    """Start ``command`` in its own session, output appended to ``log``, marked as a
-    process of the cluster whose folder is ``folder``."""
+def spawn(
+    command: list[str], log: Path, env: Mapping[str, str], folder: Path, cwd: str | None = None
+) -> ProcessRecord:
+    """Start ``command`` in its own session (in ``cwd``, else this process's working folder),
+    output appended to ``log``, marked as a process of the cluster whose folder is ``folder``."""
     fd = state.open_log(log)
     try:
         proc = subprocess.Popen(
@@ -68,6 +70,7 @@ def spawn(command: list[str], log: Path, env: Mapping[str, str], folder: Path) -
             stderr=subprocess.STDOUT,
             env={**env, MARKER: str(folder)},
             start_new_session=True,
+            cwd=cwd,
             umask=0o077,  # what it writes (spilled data, files of its own) is the owner's
         )
     except OSError as exc:
@@ -178,8 +181,9 @@ def _group_alive(pgid: int) -> bool:
 
 def log_lines(path: str | Path, follow_while: Callable[[], bool] | None = None) -> Iterator[str]:
     """The lines of the log at ``path``; then, while ``follow_while()`` holds, new ones as
-    they come. OSError if it can't be opened (a symlink is refused)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    they come. FileNotFoundError if it is missing; :class:`state.BrokenState` if it is not
+    a regular file (a symlink, a folder, a FIFO...)."""
+    fd = state.open_regular(path)
     with os.fdopen(fd, errors="replace") as f:
         while True:
             line = f.readline()
@@ -194,8 +198,8 @@ def log_lines(path: str | Path, follow_while: Callable[[], bool] | None = None) 
 def tail(path: str | Path, lines: int = 20) -> str:
     """The last ``lines`` lines of a log file ("" if it is missing or unreadable)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+        fd = state.open_regular(path)
+    except (OSError, state.BrokenState):
         return ""
     with os.fdopen(fd, "rb") as f:
         size = os.fstat(fd).st_size
