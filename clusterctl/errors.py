@@ -26,3 +26,8 @@ class ClusterNotFound(UserInputError):
 class EnvironmentMismatchWarning(UserWarning):
     """The cluster lacks packages this client has, or has them at other versions: tasks
     that use them will fail there."""
+
+
+class IgnoredFieldsWarning(UserWarning):
+    """The spec sets fields the chosen backend does not use (a spec shared across backends
+    may): they are named, and the cluster starts without them."""

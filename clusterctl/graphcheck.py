@@ -45,7 +45,9 @@ def install(scheduler: Any) -> None:
     async def update_graph(client: str, expr_ser: Any, keys: Any, **kwargs: Any) -> None:
         try:
             expr = deserialize(expr_ser.header, expr_ser.frames)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit or KeyboardInterrupt too: a graph's own
+            # code raised it (the scheduler's signals are handled by its event loop), and
+            # it must not stop the scheduler
             refuse(scheduler, client, keys, exc, kwargs.get("stimulus_id"))
             return
         read = Serialized({"serializer": _FAMILY}, [expr])

@@ -8,13 +8,16 @@ passed in environment variables.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from distributed.security import Security
 
 from clusterctl import state
+
+if TYPE_CHECKING:
+    from clusterctl.spec import ClusterSpec
 
 
 @dataclass(frozen=True)
@@ -39,17 +42,26 @@ def create_tls_files(name: str) -> TLSFiles:
     every role); we only write them to files so other processes can use them.
     """
     files = tls_files(name)
-    files.ca.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     made = Security.temporary()
     for path, text in (
         (files.ca, made.tls_ca_file),
         (files.cert, made.tls_client_cert),
         (files.key, made.tls_client_key),
     ):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        state.write_text(path, text)  # atomic and 0600; a full disk is a message
     return files
+
+
+def plaintext_note(spec: ClusterSpec) -> str | None:
+    """A warning for a cluster that runs without TLS where TLS is the default (all backends
+    but kubernetes), however it was turned off: ``--no-tls``, a spec file, dask.config or
+    ``DASK_CLUSTERCTL__SECURITY__TLS``; None when it uses TLS."""
+    if spec.security.tls or spec.backend == "kubernetes":
+        return None
+    return (
+        f"cluster {spec.name!r} runs without TLS (security.tls: false): any user of this "
+        "machine who reaches its scheduler runs code as you there"
+    )
 
 
 def client_security(name: str, tls: bool) -> Security:
@@ -57,6 +69,8 @@ def client_security(name: str, tls: bool) -> Security:
     if not tls:
         return Security()
     files = tls_files(name)
+    for path in (files.ca, files.cert, files.key):
+        state.check_regular(path)  # a FIFO there would hang every TLS handshake
     return Security(
         require_encryption=True,
         tls_ca_file=str(files.ca),

@@ -23,8 +23,10 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,10 @@ from clusterctl.errors import ClusterctlError, UserInputError
 
 LOCK = ".lock"
 SPEC = "spec.json"
+PYTHON = "python.json"  # {executable}: the interpreter `up` ran, which runs all our processes
+REMOVED = ".removed"  # in the root (not a cluster name): records of clusters removed for us
+REMOVED_KEPT, REMOVED_DAYS = 20, 7  # the newest 20 records of the last 7 days are kept
+REMOVED_LINES, REMOVED_LINE_CHARS = 40, 300  # of a removed cluster's last log lines
 LOCK_TIMEOUT = 600.0  # seconds to wait for a cluster another command is changing
 MAX_FILE = 1 << 20  # bytes: no state file of ours is near this; a bigger one is not ours
 
@@ -124,6 +130,30 @@ def names() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if is_cluster_name(p.name) and _is_real_dir(p))
 
 
+def claim_free_name(prefix: str, taken: Collection[str] = ()) -> str:
+    """Make the folder of the first name ``<prefix>-N`` not in ``taken`` that has none yet,
+    and return the name. Making a folder is atomic: of processes claiming at once, each
+    gets a name of its own. The caller starts its cluster there (or :func:`unclaim`s it)."""
+    folder = checked_root(create=True)
+    n = 0
+    while True:
+        n += 1
+        name = f"{prefix}-{n}"
+        if name in taken:
+            continue
+        try:
+            (folder / name).mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return name
+
+
+def unclaim(name: str) -> None:
+    """Remove cluster ``name``'s folder if nothing was put in it (a claim not used)."""
+    with contextlib.suppress(OSError):
+        cluster_dir(name).rmdir()
+
+
 def stored_backend(name: str) -> str | None:
     """The ``backend`` of the spec in cluster ``name``'s folder (``spec.json``, written first
     by ``up`` for every backend); None when it is missing or unreadable."""
@@ -132,6 +162,31 @@ def stored_backend(name: str) -> str | None:
     except BrokenState:
         return None
     return data.get("backend") if isinstance(data, dict) else None
+
+
+def record_interpreter(name: str) -> None:
+    """Record this process's interpreter as cluster ``name``'s (``up`` does): every process
+    clusterctl starts for it on this machine runs that one, whichever virtualenv a later
+    command runs in."""
+    write_json(cluster_dir(name) / PYTHON, {"executable": sys.executable})
+
+
+def interpreter(name: str) -> str:
+    """The interpreter cluster ``name``'s processes run (:func:`record_interpreter`); this
+    process's for a cluster made before it was recorded. An error when it is gone."""
+    try:
+        data = read_json(cluster_dir(name) / PYTHON)
+    except BrokenState:
+        data = None
+    path = data.get("executable") if isinstance(data, dict) else None
+    if not isinstance(path, str) or not path:
+        return sys.executable
+    if not os.access(path, os.X_OK):
+        raise ClusterctlError(
+            f"cluster {name!r} was started with the Python at {path}, which is gone (a "
+            f"removed virtualenv?); `clusterctl down {name}`, then `up` it again"
+        )
+    return path
 
 
 def created(name: str) -> float | None:
@@ -152,11 +207,61 @@ def remove(name: str) -> None:
     except FileNotFoundError:
         return
     for path in entries:
-        if _is_real_dir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        discard(path)
+
+
+def record_removal(name: str, backend: str, reason: str, log: list[str]) -> None:
+    """Keep a record that cluster ``name`` was removed, why, and the last lines of its logs
+    (its folder, logs included, is gone): for a removal no one asked for by ``down``, such
+    as the supervisor's at the idle-timeout. Only the newest records are kept."""
+    folder = _removed_dir()
+    stamp = time.time_ns()  # orders the records, to the nanosecond
+    now = stamp / 1e9
+    record = {
+        "name": name,
+        "backend": backend,
+        "removed": now,
+        "reason": reason,
+        "log": [line[:REMOVED_LINE_CHARS] for line in log[-REMOVED_LINES:]],
+    }
+    write_json(folder / f"{stamp}-{name}.json", record)
+    kept = sorted(folder.glob("*.json"), key=_record_order, reverse=True)
+    for n, path in enumerate(kept):
+        if n >= REMOVED_KEPT or _record_order(path) < stamp - REMOVED_DAYS * 86400 * 10**9:
+            discard(path)
+
+
+def removals() -> list[dict[str, Any]]:
+    """The records :func:`record_removal` kept, oldest first (unreadable ones left out)."""
+    root_folder = checked_root()
+    folder = root_folder / REMOVED if root_folder else None
+    if folder is None or not _is_real_dir(folder):
+        return []
+    found = []
+    for path in sorted(folder.glob("*.json"), key=_record_order):
+        try:
+            data = read_json(path)
+        except BrokenState:
+            continue
+        fields = {"name": str, "backend": str, "removed": (int, float), "reason": str, "log": list}
+        if isinstance(data, dict) and all(isinstance(data.get(k), t) for k, t in fields.items()):
+            found.append(data)
+    return found
+
+
+def _removed_dir() -> Path:
+    folder = checked_root(create=True) / REMOVED
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    if not _is_real_dir(folder):
+        raise BrokenState(f"{folder}: not a folder, where clusterctl keeps records; remove it")
+    return folder
+
+
+def _record_order(path: Path) -> int:
+    """When a removal record was written (ns since the epoch), from its name."""
+    stamp = path.name.partition("-")[0]
+    return int(stamp) if stamp.isdigit() else 0
 
 
 # --- files --------------------------------------------------------------------------------
@@ -186,17 +291,49 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=1))
 
 
+def open_regular(path: Path | str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """A file descriptor of the regular file at ``path``, opened with ``flags`` (made
+    ``mode`` with ``os.O_CREAT``); the one way clusterctl opens a file in its folders.
+
+    Anything else there is :class:`BrokenState`, at once: a symlink (never followed), a
+    folder, a FIFO (opened without blocking, so a FIFO no one writes never hangs a
+    command), a socket or a device. A missing file (without ``O_CREAT``) is
+    ``FileNotFoundError``.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        kind = kind_of_path(path)
+        raise BrokenState(
+            f"{path}: {_not_regular(kind) if kind else f'cannot open it ({_reason(exc)})'}"
+        ) from None
+    mode_found = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode_found):
+        os.close(fd)
+        raise BrokenState(f"{path}: {_not_regular(_kind_of(mode_found))}")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def discard(path: Path) -> None:
+    """Remove whatever is at ``path`` (a folder with what it holds), never following a
+    symlink; nothing if nothing is there."""
+    if _is_real_dir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
 def read_text(path: Path) -> str | None:
     """A file's text, None if it is missing; never through a symlink, never a huge file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = open_regular(path)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise BrokenState(f"{path}: cannot read it ({_reason(exc)})") from None
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BrokenState(f"{path}: not a regular file")
         data = f.read(MAX_FILE + 1)
     if len(data) > MAX_FILE:
         raise BrokenState(f"{path}: larger than {MAX_FILE} bytes, so not written by clusterctl")
@@ -218,9 +355,8 @@ def read_json(path: Path) -> Any | None:
 def open_log(path: Path) -> int:
     """A file descriptor appending to ``path`` (made 0600), never through a symlink."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(path, flags, 0o600)
+        return open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     except OSError as exc:
         raise BrokenState(f"{path}: cannot open the log ({_reason(exc)})") from None
 
@@ -238,7 +374,7 @@ def locked(name: str, timeout: float = LOCK_TIMEOUT) -> Iterator[Path]:
     """
     while True:
         folder = make_cluster_dir(name)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = open_regular(folder / LOCK, os.O_RDWR | os.O_CREAT)
         try:
             waiting.until(
                 lambda fd=fd: _try_lock(fd),
@@ -265,6 +401,21 @@ def locked(name: str, timeout: float = LOCK_TIMEOUT) -> Iterator[Path]:
             os.close(fd)
 
 
+def is_locked(name: str) -> bool:
+    """Whether a command (or a supervisor) holds cluster ``name``'s lock right now."""
+    try:
+        fd = open_regular(cluster_dir(name) / LOCK, os.O_RDWR)
+    except (OSError, BrokenState):
+        return False
+    try:
+        if not _try_lock(fd):
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def _try_lock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -287,6 +438,41 @@ def _is_real_dir(path: Path) -> bool:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+_KINDS = (
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind_of(mode: int) -> str:
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def kind_of_path(path: Path | str) -> str | None:
+    """What is at ``path`` when it is not a regular file, as a phrase ("a FIFO (named
+    pipe)"); None for a regular file, or nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _kind_of(mode)
+
+
+def check_regular(path: Path | str) -> None:
+    """:class:`BrokenState` when something other than a regular file is at ``path``
+    (nothing there is fine): for files that others open, such as certificates."""
+    if kind := kind_of_path(path):
+        raise BrokenState(f"{path}: {_not_regular(kind)}")
+
+
+def _not_regular(kind: str) -> str:
+    return f"is {kind}, where clusterctl keeps a regular file; remove it"
 
 
 def _reason(exc: OSError) -> str:
