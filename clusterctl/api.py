@@ -38,11 +38,14 @@ def build_spec(
     notebook: bool | None = None,
     notebook_port: int | None = None,
     tls: bool | None = None,
+    share_dir: str | os.PathLike[str] | None = None,
 ) -> ClusterSpec:
     """A validated spec: dask.config, then the spec file, then these arguments.
 
     ``workers`` sets the size of the first worker group; ``threads`` and
-    ``memory_limit`` apply to every group.
+    ``memory_limit`` apply to every group. ``share_dir``: a folder (relative to this
+    process's working folder) the scheduler, workers and notebook share and start in; on
+    Kubernetes ``"pvc:NAME"``.
     """
     from clusterctl.errors import SpecError
     from clusterctl.spec import ClusterSpec, describe, load_spec
@@ -50,7 +53,7 @@ def build_spec(
     if not isinstance(spec, (str, os.PathLike, ClusterSpec, type(None))):
         raise SpecError(f"spec: must be a spec file path or a ClusterSpec, got {describe(spec)}")
     overrides: dict[str, Any] = {}
-    for key, value in (("name", name), ("backend", backend)):
+    for key, value in (("name", name), ("backend", backend), ("share_dir", share_dir)):
         if value is not None:
             overrides[key] = value
     scheduler = {"host": host, "port": port, "dashboard_port": dashboard_port}
@@ -79,7 +82,8 @@ def up(
     shutdown_on_close: bool = False,
     **fields: Any,
 ) -> Cluster:
-    """Start a cluster and return it; it keeps running after this process exits.
+    """Start a cluster and return it; it keeps running after this process exits, unless
+    ``shutdown_on_close``: then closing the object, or this process's exit, removes it.
 
     ``spec`` is a spec file or a :class:`ClusterSpec`; keyword fields (``name``,
     ``workers``, ``threads``, ``memory_limit``, ``backend``, ``port``...) override it.
@@ -95,17 +99,54 @@ def up(
     )
 
 
-def new_cluster(prefix: str = "lab", *, asynchronous: bool = False, **fields: Any) -> Cluster:
-    """A new cluster under the first free name ``<prefix>-1``, ``<prefix>-2``... on any free
-    ports, removed entirely when closed: dask-labextension's "+ NEW" (its factory, see
-    docs/notebooks.md) and anyone else who wants a throwaway cluster. ``fields`` as for
-    :func:`up`."""
-    from clusterctl.backends import survey
+def new_cluster(
+    prefix: str = "lab", *, name: str | None = None, asynchronous: bool = False, **fields: Any
+) -> Cluster:
+    """A new cluster on any free ports, removed entirely when closed or when this process
+    exits: dask-labextension's "+ NEW" (its factory, see docs/notebooks.md) and anyone else
+    who wants a throwaway cluster. Its name is ``name``, else the first free one of
+    ``<prefix>-1``, ``<prefix>-2``..., claimed at once, so that factories running together
+    each get their own. ``fields`` as for :func:`up`, and ``idle_timeout`` (None: none);
+    without it, the spec's, else :data:`NEW_CLUSTER_IDLE_TIMEOUT`, so that one whose
+    process was killed outright does not run on for good."""
+    spec = new_cluster_spec(prefix, name=name, claim=name is None, **fields)
+    try:
+        return up(spec, asynchronous=asynchronous, shutdown_on_close=True)
+    except BaseException:
+        if name is None:
+            from clusterctl import state
 
-    taken = {found.name for found in survey()}
-    name = next(f"{prefix}-{n}" for n in itertools.count(1) if f"{prefix}-{n}" not in taken)
-    fields = {"port": 0, "dashboard_port": 0, **fields, "name": name}
-    return up(asynchronous=asynchronous, shutdown_on_close=True, **fields)
+            state.unclaim(spec.name)  # when it failed before its start used the folder
+        raise
+
+
+NEW_CLUSTER_IDLE_TIMEOUT = "30m"  # new_cluster's, when neither it nor the spec sets one
+
+
+def new_cluster_spec(
+    prefix: str = "lab", *, name: str | None = None, claim: bool = False, **fields: Any
+) -> ClusterSpec:
+    """The spec :func:`new_cluster` starts (arguments alike): under ``name``, else under the
+    first name ``<prefix>-N`` that no backend knows (read from their names only, never by
+    asking a scheduler), which ``claim`` makes this process's own (its folder)."""
+    from clusterctl import state
+    from clusterctl.backends import cluster_names
+    from clusterctl.spec import load_spec
+
+    given = "idle_timeout" in fields
+    idle_timeout = fields.pop("idle_timeout", NEW_CLUSTER_IDLE_TIMEOUT)
+    # Checked in full (the prefix too) before any name is claimed.
+    spec = build_spec(**{"port": 0, "dashboard_port": 0, **fields, "name": name or f"{prefix}-1"})
+    if given or spec.idle_timeout is None:
+        spec = load_spec(overrides={"idle_timeout": idle_timeout}, base=spec)
+    if name is not None:
+        return spec
+    taken = cluster_names()
+    if claim:
+        free = state.claim_free_name(prefix, taken)
+    else:
+        free = next(f"{prefix}-{n}" for n in itertools.count(1) if f"{prefix}-{n}" not in taken)
+    return load_spec(overrides={"name": free}, base=spec)
 
 
 def from_name(name: str | None = None, asynchronous: bool = False) -> Cluster:
@@ -119,11 +160,12 @@ def connect(name: str | None = None, asynchronous: bool = False, **kwargs: Any) 
     """A ``distributed.Client`` of a running cluster (the default one if ``name`` is None)."""
     from distributed import Client
 
-    from clusterctl.backends import get_cluster
+    from clusterctl.backends import get_cluster, require_scheduler_running
     from clusterctl.security import client_security
 
     name = name or default_name()
     backend = get_cluster(name)
+    require_scheduler_running(backend)  # as from_name: never a stranger's on our old port
     kwargs.setdefault("security", client_security(name, backend.spec.security.tls))
     return Client(backend.scheduler_address(), asynchronous=asynchronous, **kwargs)
 
@@ -178,16 +220,21 @@ def adapt(
 
 def status(name: str | None = None) -> dict[str, Any]:
     """A report on a cluster; with a dead scheduler, what the backend still sees."""
-    from clusterctl.backends import get_cluster
+    from clusterctl.backends import get_cluster, starting
     from clusterctl.cluster import Cluster
+    from clusterctl.errors import ClusterctlError
+    from clusterctl.security import plaintext_note
 
     name = name or default_name()
     backend = get_cluster(name)
+    if starting(name):  # an `up` under way: its scheduler may not even have an address
+        raise ClusterctlError(f"cluster {name!r} is still starting; try again in a moment")
     members = backend.members()
     if any(m.role == "scheduler" and m.running for m in members):
         cluster = Cluster(backend.spec, backend=backend)
         try:
-            return {**cluster.describe(), "scheduler_running": True}
+            plaintext = plaintext_note(backend.spec)
+            return {**cluster.describe(), "scheduler_running": True, "plaintext": plaintext}
         finally:
             cluster.close()
     return {
@@ -207,19 +254,37 @@ def status(name: str | None = None) -> dict[str, Any]:
     }
 
 
-def list_clusters() -> list[Found]:
+def list_clusters(removed: bool = False) -> list[Found]:
     """Every cluster on this machine: name, backend, and status ("running", "stopped" when
     its scheduler is gone, "broken" with the problem when its state can't be read,
-    "unreachable" when its engine does not answer)."""
-    from clusterctl.backends import survey
+    "unreachable" when its engine does not answer). With ``removed``, also the records of
+    clusters removed for the user, not by ``down`` (status "removed", the reason as
+    ``problem``: see :func:`clusterctl.state.record_removal`)."""
+    from clusterctl import state
+    from clusterctl.backends import Found, survey
 
-    return survey()
+    found = survey()
+    if removed:
+        found += [
+            Found(r["name"], r["backend"], "removed", r["reason"], removed=r["removed"])
+            for r in state.removals()
+        ]
+    return found
+
+
+def last_removal(name: str) -> dict[str, Any] | None:
+    """The record of cluster ``name``'s last removal not by ``down`` (when, why, its last
+    log lines: see :func:`clusterctl.state.record_removal`), if one is kept."""
+    from clusterctl import state
+
+    return next((r for r in reversed(state.removals()) if r["name"] == name), None)
 
 
 async def discover() -> AsyncIterator[tuple[str, type]]:
-    """dask-ctl's ``dask_cluster_discovery`` entry point: ``(name, Cluster)`` pairs."""
-    from clusterctl.cluster import Cluster
+    """dask-ctl's ``dask_cluster_discovery`` entry point: ``(name, DiscoveredCluster)``
+    pairs, whose ``close()`` stops the cluster, as dask-ctl's delete expects."""
+    from clusterctl.discovery import DiscoveredCluster
 
     for found in list_clusters():
         if found.status == "running":
-            yield found.name, Cluster
+            yield found.name, DiscoveredCluster

@@ -6,6 +6,7 @@ that ``clusterctl --help`` stays instant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import warnings
@@ -18,6 +19,10 @@ from clusterctl.errors import ClusterctlError, EnvironmentMismatchWarning
 from clusterctl.render import RENDERED
 
 NAME_HELP = "Cluster name (default: clusterctl.name in dask.config, normally 'default')."
+SHARE_DIR_HELP = (
+    "A folder (e.g. .) mounted at its own path in the scheduler, workers and notebook, which "
+    "start in it and write as its owner; kubernetes: pvc:CLAIM."
+)
 # The spec's own, kept import-free (a test checks they agree): clusterctl.spec's MAX_WORKERS
 # and BACKENDS.
 MAX_WORKERS = 1000
@@ -95,6 +100,10 @@ def cli(verbose: int) -> None:
     """
     # Commands submit no tasks: what a cluster lacks is shown by `status`, not warned about.
     warnings.filterwarnings("ignore", category=EnvironmentMismatchWarning)
+    # A warning reads as one message, without the source line that issued it.
+    warnings.formatwarning = lambda message, category, *_, **__: (
+        f"Warning ({category.__name__}): {message}\n"
+    )
     if verbose:
         _log_to_stderr(verbose)
 
@@ -143,6 +152,7 @@ def _log_to_stderr(verbose: int) -> None:
     "--notebook/--no-notebook", default=None, help="Also start JupyterLab wired to the cluster."
 )
 @click.option("--notebook-port", type=Whole(), help="JupyterLab port (default 8888; 0 = any free).")
+@click.option("--share-dir", help=SHARE_DIR_HELP)
 @click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait until every worker runs."
 )
@@ -150,16 +160,36 @@ def up(spec_file: str | None, wait: bool, **fields: Any) -> None:
     """Start a cluster that keeps running after this command."""
     from clusterctl.api import build_spec
     from clusterctl.cluster import Cluster
+    from clusterctl.crashloop import WorkerStartFailed, keep_record
+    from clusterctl.interrupts import Interrupted, Interruptions
+    from clusterctl.security import plaintext_note
 
     if spec_file is not None:
         fields["spec"] = spec_file
     if fields["memory_limit"] is not None:
         fields["memory_limit"] = _memory_value(fields["memory_limit"])
     spec = build_spec(**fields)
-    with _status(f"Starting scheduler of {spec.name!r} ({spec.backend})"):
-        cluster = Cluster(spec, wait=False)
-    if wait:
-        _wait_with_progress(cluster)
+    if note := plaintext_note(spec):
+        click.echo(f"Warning: {note}", err=True)
+    cluster = None
+    with Interruptions() as interruptions:
+        try:
+            starting = _status(f"Starting scheduler of {spec.name!r} ({spec.backend})")
+            with interruptions.held(), starting:  # all or nothing: a signal waits for it
+                cluster = Cluster(spec, wait=False)
+            if wait:
+                _wait_with_progress(cluster)
+        except Interrupted as stop:  # SIGINT, SIGTERM or SIGHUP: undo the start
+            if cluster is not None:
+                with contextlib.suppress(Interrupted), interruptions.held():
+                    cluster.shutdown()
+            click.echo(f"Error: {stop}; cluster {spec.name!r} was removed again", err=True)
+            sys.exit(stop.exit_status)
+        except WorkerStartFailed as failed:  # it would fail again: nothing is left of it
+            with interruptions.held():
+                cluster.shutdown()
+                keep_record(spec.name, spec.backend, failed)
+            raise
     click.echo(f"Cluster {spec.name!r} is up on {spec.backend}: {len(cluster.workers)} workers")
     click.echo(f"  scheduler  {cluster.scheduler_address}")
     click.echo(f"  dashboard  {cluster.dashboard_link}")
@@ -257,10 +287,20 @@ def logs(process: str, name: str | None, follow: bool, tail: int | None) -> None
     from itertools import islice
 
     from clusterctl import supervisor
+    from clusterctl.api import last_removal
     from clusterctl.backends import get_cluster
-    from clusterctl.errors import UserInputError
+    from clusterctl.errors import ClusterNotFound, UserInputError
 
-    backend = get_cluster(_name(name))
+    try:
+        backend = get_cluster(_name(name))
+    except ClusterNotFound:
+        if (record := last_removal(_name(name))) is None:
+            raise
+        click.echo(f"Cluster {record['name']!r} was removed {_when(record['removed'])}")
+        click.echo(f"  why: {record['reason']}\n  the last lines of its logs:")
+        for line in record["log"]:
+            click.echo(f"  {line}")
+        return
     read = functools.partial(backend.logs, process)
     if process == "supervisor":
         if backend.orchestrated:
@@ -317,15 +357,19 @@ def notebook(name: str | None, open_browser: bool) -> None:
 
 @cli.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_(as_json: bool) -> None:
+@click.option(
+    "--all", "all_", is_flag=True, help="Also clusters removed for you (idle-timeout...)."
+)
+def list_(as_json: bool, all_: bool) -> None:
     """Clusters on this machine: running, stopped (scheduler gone), or broken; with
-    dask-ctl's columns (address, workers, threads, memory, created)."""
+    dask-ctl's columns (address, workers, threads, memory, created). --all: also those
+    removed for you, when and why (`clusterctl logs --name NAME` shows their last lines)."""
     import json
     from dataclasses import asdict
 
     from clusterctl.api import list_clusters
 
-    clusters = list_clusters()
+    clusters = list_clusters(removed=all_)
     if as_json:
         click.echo(json.dumps([asdict(c) for c in clusters], indent=2))
     elif not clusters:
@@ -347,6 +391,8 @@ def _print_list(clusters: list[Any]) -> None:
     table.columns[0].no_wrap = True
     for c in clusters:
         status = f"{c.status}: {c.problem}" if c.problem else c.status
+        if c.status == "removed":
+            status = f"removed {_when(c.removed)}: {c.problem}"
         if c.status == "broken":
             status += f"; `clusterctl down {c.name}` removes it"
         created = c.created and format_time_ago(datetime.datetime.fromtimestamp(c.created))
@@ -378,6 +424,9 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
         if cluster or name:
             raise UserInputError("--all: give either a name or --all, not both")
         names = sorted({c.name for c in list_clusters()})
+        if not names:
+            click.echo("No clusters on this machine; nothing to do.")
+            return
     else:
         names = [_name(cluster or name)]
     failed = 0
@@ -402,6 +451,7 @@ def down(cluster: str | None, name: str | None, all_: bool) -> None:
 @click.option(
     "--notebook/--no-notebook", default=True, show_default=True, help="Include JupyterLab."
 )
+@click.option("--share-dir", help=SHARE_DIR_HELP)
 @click.option(
     "--operator", is_flag=True, help="kubernetes: a DaskCluster for the dask-kubernetes operator."
 )
@@ -415,6 +465,7 @@ def render(
     spec_file: str | None,
     workers: int | None,
     notebook: bool,
+    share_dir: str | None,
     operator: bool,
     pod_monitor: bool,
 ) -> None:
@@ -434,7 +485,14 @@ def render(
     for flag, given in (("--operator", operator), ("--pod-monitor", pod_monitor)):
         if given and backend != "kubernetes":
             raise UserInputError(f"{flag}: only with --backend kubernetes, not {backend}")
-    spec = build_spec(spec_file, backend=backend, workers=workers, notebook=notebook, tls=False)
+    spec = build_spec(
+        spec_file,
+        backend=backend,
+        workers=workers,
+        notebook=notebook,
+        tls=False,
+        share_dir=share_dir,
+    )
     if backend == "kubernetes":
         from clusterctl.render import kubernetes
 
@@ -533,6 +591,16 @@ def _workers(cluster: Any) -> str:
     return f"{n} worker" + ("" if n == 1 else "s")
 
 
+def _when(timestamp: float) -> str:
+    """A moment (seconds since the epoch) as local time and how long ago."""
+    import datetime
+
+    from dask.utils import format_time_ago
+
+    moment = datetime.datetime.fromtimestamp(timestamp)
+    return f"at {moment:%Y-%m-%d %H:%M:%S} ({format_time_ago(moment)})"
+
+
 def _memory_value(text: str) -> str | float:
     """'0.5' on the command line means a fraction, as it does in a spec file."""
     try:
@@ -550,15 +618,21 @@ def _status(message: str) -> Any:
 
 
 def _wait_with_progress(cluster: Any) -> None:
+    """Wait for the cluster's workers, with a bar on a terminal (elsewhere rich's bar would
+    leave a blank line in the output)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = _stderr_console()
+    if not console.is_terminal:
+        cluster.wait_for_workers()
+        return
     with Progress(
         TextColumn("Workers"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=True,
-        console=_stderr_console(),
+        console=console,
     ) as bar:
         task = bar.add_task("workers", total=None)
 
@@ -599,6 +673,8 @@ def _print_status(report: dict[str, Any]) -> None:
             console.print(f"[red]{report['version_mismatch']}[/]", highlight=False)
         if report.get("environment_mismatch"):
             console.print(f"[yellow]{report['environment_mismatch']}[/]", highlight=False)
+        if report.get("plaintext"):
+            console.print(f"[yellow]Warning: {report['plaintext']}[/]", highlight=False)
     if report.get("adaptive"):
         a = report["adaptive"]
         console.print(f"adaptive   {a['minimum']} to {a['maximum']} workers")
@@ -611,10 +687,19 @@ def _print_status(report: dict[str, Any]) -> None:
             "and no task"
             + (f": idle now, removed in {format_time(left)}" if left is not None else "")
         )
+    for line in report.get("crash_loops", []):
+        console.print(f"[red]{line}[/]", highlight=False)
     if report["scheduler_running"] and not report.get("supervised"):
         console.print(
             "[yellow]supervisor: not running[/] (dead workers are not replaced); "
             f"`clusterctl scale N --name {report['name']}` starts one"
+        )
+    for g in report.get("groups", []):  # the per-worker limit, as the workers registered it
+        limits = " or ".join(format_bytes(b) for b in g["per_worker"]) or "none registered yet"
+        console.print(
+            f"group      {g['name']}: {g['count']} workers, memory limit per worker {limits} "
+            f"(memory-limit: {g['memory_limit']})",
+            highlight=False,
         )
     table = Table("worker", "group", "state", "threads", "memory", "processing", "where")
     table.columns[0].no_wrap = True

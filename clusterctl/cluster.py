@@ -17,14 +17,16 @@ passes names where ``retire_workers`` wants addresses, so it is not graceful
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from distributed import Adaptive
 from distributed.core import Status, rpc
@@ -34,8 +36,15 @@ from distributed.versions import VersionMismatchWarning, get_versions
 from distributed.versions import error_message as version_error_message
 from tornado.ioloop import IOLoop
 
-from clusterctl import environment, state, supervisor, waiting
-from clusterctl.backends import Backend, Member, backend_class, find_all, get_cluster
+from clusterctl import crashloop, environment, idle, lifetime, memory, state, supervisor, waiting
+from clusterctl.backends import (
+    Backend,
+    Member,
+    backend_class,
+    find_all,
+    get_cluster,
+    require_scheduler_running,
+)
 from clusterctl.errors import (
     ClusterctlError,
     ClusterNotFound,
@@ -43,20 +52,23 @@ from clusterctl.errors import (
     UserInputError,
 )
 from clusterctl.security import client_security, create_tls_files
-from clusterctl.spec import ClusterSpec
+from clusterctl.spec import ClusterSpec, WorkerGroup
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 COUNTS = "counts.json"  # in the state folder: each group's size, as last asked for
 COMPARE_WITHIN = 5.0  # seconds the versions of the scheduler and workers are asked for
+ANSWER_WITHIN = 5.0  # seconds a running cluster's scheduler has to take a connection or answer
+T = TypeVar("T")
 
 
 class Cluster(DaskCluster):
     """An interactive Dask cluster on any backend, that outlives this object.
 
     ``Cluster(spec)`` starts a new cluster; :meth:`from_name` attaches to a running one.
-    :meth:`close` only disconnects unless ``shutdown_on_close`` is true;
+    :meth:`close` only disconnects unless ``shutdown_on_close`` is true (then it removes the
+    cluster, as this process's exit does if it is still open: see :mod:`clusterctl.lifetime`);
     :meth:`shutdown` stops the cluster for good (as ``clusterctl down`` does).
     ``compare_versions``: on connecting, warn of packages and versions that differ between
     this client and the cluster.
@@ -121,8 +133,15 @@ class Cluster(DaskCluster):
 
     async def _start(self) -> None:
         if not self._creating:
-            await asyncio.to_thread(self._check_scheduler_running)
-            await self._connect()
+            await asyncio.to_thread(require_scheduler_running, self.backend)
+            try:
+                async with asyncio.timeout(ANSWER_WITHIN):
+                    await self._connect(compare=False)
+            except (TimeoutError, OSError) as exc:
+                await super()._close()
+                raise self._not_answering(exc) from None
+            if self._compare_versions:
+                await self._compare_with_cluster()
             return
         # One lock from the check to the supervisor: of two `up` of one name, one makes the
         # cluster and the other then finds it; a failed start removes only what it made.
@@ -136,12 +155,17 @@ class Cluster(DaskCluster):
                     await self._wait_for_workers(timeout=self.spec.start_timeout, locked=True)
                 if not self.backend.orchestrated:  # its orchestrator keeps it as asked
                     await asyncio.to_thread(supervisor.ensure_running, self.name)
-            except BaseException:
+            except BaseException as exc:
                 await super()._close()
                 await asyncio.to_thread(_destroy_locked, self.backend)
+                if isinstance(exc, crashloop.WorkerStartFailed):
+                    kind = self.spec.backend
+                    await asyncio.to_thread(crashloop.keep_record, self.name, kind, exc)
                 raise
+        if self.shutdown_on_close:  # it ends with this process, if not closed before
+            lifetime.own(self.backend)
 
-    async def _connect(self) -> None:
+    async def _connect(self, compare: bool = True) -> None:
         address = await asyncio.to_thread(self.backend.scheduler_address)
         self._dashboard = await asyncio.to_thread(self.backend.dashboard_address)
         self.scheduler_comm = rpc(
@@ -149,8 +173,24 @@ class Cluster(DaskCluster):
         )
         await super()._start()
         await self._refresh()
-        if self._compare_versions:
+        if compare and self._compare_versions:
             await self._compare_with_cluster()
+
+    def _not_answering(self, exc: BaseException) -> ClusterctlError:
+        if isinstance(exc, TimeoutError):
+            return ClusterctlError(
+                f"the scheduler of {self.name!r} does not answer (waited {ANSWER_WITHIN:g} s); "
+                "it may be stopped or overloaded"
+            )
+        return ClusterctlError(f"the scheduler of {self.name!r} can't be reached: {exc}")
+
+    async def _ask(self, question: Awaitable[T]) -> T:
+        """The scheduler's answer to a question, or an error after ANSWER_WITHIN seconds."""
+        try:
+            async with asyncio.timeout(ANSWER_WITHIN):
+                return await question
+        except (TimeoutError, OSError) as exc:
+            raise self._not_answering(exc) from None
 
     async def _compare_with_cluster(self) -> None:
         """Warn of versions and packages that differ between this client and the cluster.
@@ -192,6 +232,7 @@ class Cluster(DaskCluster):
             logger.info("Removing what is left of the stopped cluster %r", self.name)
             _destroy_locked(existing)
         state.write_json(state.cluster_dir(self.name) / state.SPEC, self.spec.to_dict())
+        state.record_interpreter(self.name)
 
     def _create(self) -> None:
         """Check, make certificates, start the scheduler and the first workers (they connect
@@ -200,24 +241,38 @@ class Cluster(DaskCluster):
         if self.spec.security.tls:
             create_tls_files(self.spec.name)
         self.backend.start_scheduler()
+        if not self.backend.orchestrated:  # else it starts the workers itself
+            self._warn_unless_memory_fits()
         for group in self.spec.workers:
             self._save_count(group.name, group.count)
-            if group.count and not self.backend.orchestrated:  # else it starts them itself
-                self.backend.start_workers(group, group.count)
+            if group.count and not self.backend.orchestrated:
+                self._start_workers(group, group.count)
         self.backend.wait_until_ready()
 
-    def _check_scheduler_running(self) -> None:
-        for member in self.backend.members():
-            if member.role == "scheduler" and not member.running:
-                raise ClusterctlError(
-                    f"the scheduler of cluster {self.spec.name!r} is not running (it stopped "
-                    f"or crashed); remove what is left with `clusterctl down {self.spec.name}`"
-                )
+    def _wanted_counts(self) -> dict[str, int]:
+        """Each group's size as last asked for (the spec's until a scale saves one)."""
+        counts = self._counts()
+        return {g.name: counts.get(g.name, g.count) for g in self.spec.workers}
+
+    def _warn_unless_memory_fits(self) -> None:
+        """Warn when the workers' memory limits add up to more than their host has."""
+        hosts = self.backend.worker_hosts()
+        if text := memory.overcommitted(self.spec.workers, self._wanted_counts(), hosts):
+            warning = memory.MemoryOvercommitWarning(f"cluster {self.name!r}: {text}")
+            warnings.warn(warning, stacklevel=1)  # from a worker thread: no caller to name
+
+    def _start_workers(self, group: WorkerGroup, n: int) -> list[str]:
+        """Start ``n`` workers of ``group``, with the memory limit :mod:`clusterctl.memory`
+        gives them for the counts as now asked."""
+        hosts = self.backend.worker_hosts()
+        limit = memory.worker_limit(group.name, self.spec.workers, self._wanted_counts(), hosts)
+        return self.backend.start_workers(dataclasses.replace(group, memory_limit=limit), n)
 
     async def _close(self) -> None:
         await super()._close()
         if self.shutdown_on_close:
             await asyncio.to_thread(destroy_cluster, self.backend)
+            lifetime.release(self.backend)
 
     def shutdown(self) -> Any:
         """Stop every scheduler and worker process or container and forget the cluster."""
@@ -294,6 +349,11 @@ class Cluster(DaskCluster):
             if not by_adaptive and not self.backend.orchestrated:
                 await asyncio.to_thread(supervisor.set_adapt, self.name, None)
                 await asyncio.to_thread(supervisor.ensure_running, self.name)
+                await asyncio.to_thread(crashloop.forget, self.name, target.name)  # try again
+            elif by_adaptive:  # the supervisor starts them, once a crash loop allows
+                loops = await asyncio.to_thread(supervisor.crash_loops, self.name)
+                if crashloop.holding_off(loops.get(target.name)):
+                    return
             await self._scale_unlocked(n, target.name)
 
     async def _scale_unlocked(self, n: int, group: str) -> None:
@@ -309,7 +369,8 @@ class Cluster(DaskCluster):
             await asyncio.to_thread(self.backend.stop_workers, dead)
         alive = [m.name for m in mine if m.running]
         if n > len(alive):
-            await asyncio.to_thread(self.backend.start_workers, target, n - len(alive))
+            await asyncio.to_thread(self._warn_unless_memory_fits)
+            await asyncio.to_thread(self._start_workers, target, n - len(alive))
         elif n < len(alive):
             victims = await self._choose_workers_to_close(alive, len(alive) - n)
             await self._retire(victims)
@@ -377,20 +438,34 @@ class Cluster(DaskCluster):
             registered = _heard_from(identity["workers"].values(), self.spec.scheduler.worker_ttl)
             now = asyncio.get_running_loop().time()
             counts = self._counts()
+            loops = await asyncio.to_thread(supervisor.crash_loops, self.name)
+            recorded = dict(loops)
             for group in self.spec.workers:
                 mine = [m for m in members if m.role == "worker" and m.group == group.name]
                 lost = [m.name for m in mine if not m.running or self._cut_off(m.name, now)]
+                # Died without ever having been seen registered: it failed to start.
+                failed = [m.name for m in mine if not m.running and m.name not in self._lost_since]
                 for m in mine:
                     if m.name in registered:
+                        if m.name not in self._lost_since:  # one that started fine: a reset
+                            loops.pop(group.name, None)
                         self._lost_since[m.name] = -1.0  # registered: watch from now on
                     elif self._lost_since.get(m.name) == -1.0:
                         self._lost_since[m.name] = now
+                wanted = counts.get(group.name, group.count)
+                if failed:
+                    failure = await asyncio.to_thread(self._start_failed, failed[0])
+                    loops[group.name] = crashloop.after_death(
+                        loops.get(group.name), group.name, failure, wanted
+                    )
                 if lost:
                     logger.info("Replacing workers that died or were cut off: %s", lost)
                     await self._stop_workers(lost)
-                missing = counts.get(group.name, group.count) - (len(mine) - len(lost))
-                if missing > 0:
-                    await asyncio.to_thread(self.backend.start_workers, group, missing)
+                missing = wanted - (len(mine) - len(lost))
+                if missing > 0 and not crashloop.holding_off(loops.get(group.name)):
+                    await asyncio.to_thread(self._start_workers, group, missing)
+            if loops != recorded:
+                await asyncio.to_thread(supervisor.set_crash_loops, self.name, loops)
             await self._refresh()
 
     def _cut_off(self, name: str, now: float) -> bool:
@@ -478,11 +553,15 @@ class Cluster(DaskCluster):
                 members = await asyncio.to_thread(self.backend.members)
             return [m.name for m in members if m.role == "worker" and not m.running]
 
+        started = time.monotonic()
+
         async def arrived() -> bool:
             members = await asyncio.to_thread(self.backend.members)
             workers = [m for m in members if m.role == "worker"]
-            # All the backend runs, unless told: a `scale` from elsewhere moves the goal.
-            wanted = sum(m.running for m in workers) if n_workers is None else n_workers
+            # Each group's count as last asked for, unless told: a `scale` from elsewhere
+            # moves the goal; workers that died don't lower it.
+            counts = await asyncio.to_thread(self._wanted_counts)
+            wanted = sum(counts.values()) if n_workers is None else n_workers
             identity = await self.scheduler_comm.identity()
             running = sum(1 for w in identity["workers"].values() if w["status"] == "running")
             if progress and (running, wanted) != (seen["running"], seen["wanted"]):
@@ -491,11 +570,15 @@ class Cluster(DaskCluster):
             if running >= wanted:
                 return True
             if dead := await dead_workers(workers):
-                try:
-                    log = "\n".join(list(self.backend.logs(dead[0]))[-20:])
-                except UserInputError:  # removed since, by the supervisor replacing it
-                    log = "(its log went with it: it was removed meanwhile)"
-                raise ClusterctlError(f"worker {dead[0]} exited while starting:\n{log}")
+                raise await asyncio.to_thread(self._start_failed, dead[0])
+            if not locked:  # the supervisor may have found (and removed) one that died
+                loops = await asyncio.to_thread(supervisor.crash_loops, self.name)
+                for record in loops.values():
+                    if crashloop.given_up(record) or record.get("died", 0) >= started:
+                        where = f"`clusterctl logs supervisor --name {self.name}`"
+                        raise crashloop.WorkerStartFailed(
+                            record["worker"], record["error"], record["log"], where
+                        )
             return False
 
         await waiting.until_async(
@@ -506,25 +589,37 @@ class Cluster(DaskCluster):
         )
         await self._refresh()
 
+    def _start_failed(self, worker: str) -> crashloop.WorkerStartFailed:
+        """What a worker that exited while starting said, from its log (the supervisor,
+        replacing it, removes that log and keeps its last lines in its own)."""
+        try:
+            lines = list(collections.deque(self.backend.logs(worker), maxlen=500))
+        except ClusterctlError:  # removed since, by the supervisor replacing it
+            lines = ["(its log went with it: it was removed meanwhile)"]
+        where = f"`clusterctl logs supervisor --name {self.name}`"
+        return crashloop.WorkerStartFailed(
+            worker, crashloop.first_error(lines), lines[-crashloop.LOG_LINES :], where
+        )
+
     def idle_check(self) -> bool:
         """One look for the spec's ``idle-timeout`` (the supervisor's, every few seconds):
-        whether the cluster has had no client connected and no task for that long. The
-        idle clock starts when a look first finds it so, and is kept in the cluster's
-        folder for ``status``."""
+        whether the cluster has had no client a person holds and no task for that long
+        (:mod:`clusterctl.idle`). The idle clock starts when a look first finds it so, and
+        is kept in the cluster's folder for ``status``."""
         return self.sync(self._idle_check)
 
     async def _idle_check(self) -> bool:
-        answer = await self.scheduler_comm.run_function(function=dumps(_idle_since))
-        idle = answer.get("status") == "OK" and answer["result"] is not None
+        answer = await self.scheduler_comm.run_function(function=dumps(idle.scheduler_idle))
         since = await asyncio.to_thread(supervisor.idle_since, self.name)
-        if not idle:
+        if not (answer.get("status") == "OK" and answer["result"]):
             if since is not None:
                 await asyncio.to_thread(supervisor.set_idle_since, self.name, None)
             return False
-        if since is None:
-            since = time.time()
+        now = idle.clock()
+        if since is None or since > now:  # none yet, or not on this clock (a reboot)
+            since = now
             await asyncio.to_thread(supervisor.set_idle_since, self.name, since)
-        return time.time() - since >= (self.spec.idle_timeout or math.inf)
+        return now - since >= (self.spec.idle_timeout or math.inf)
 
     def describe(self) -> dict[str, Any]:
         """Workers, threads, memory, tasks, versions and scaling mode, for ``status``."""
@@ -571,8 +666,8 @@ class Cluster(DaskCluster):
         )
 
     async def _describe(self) -> dict[str, Any]:
-        identity = await self.scheduler_comm.identity()
-        processing = await self.scheduler_comm.processing()
+        identity = await self._ask(self.scheduler_comm.identity())
+        processing = await self._ask(self.scheduler_comm.processing())
         by_address = {addr: w for addr, w in identity["workers"].items()}
         registered = {w["name"]: addr for addr, w in by_address.items()}
         members = await asyncio.to_thread(self.backend.members)
@@ -595,7 +690,7 @@ class Cluster(DaskCluster):
                     "detail": m.detail,
                 }
             )
-        versions = (await self.scheduler_comm.versions())["packages"]
+        versions = (await self._ask(self.scheduler_comm.versions()))["packages"]
         return {
             "name": self.name,
             "backend": self.spec.backend,
@@ -603,11 +698,18 @@ class Cluster(DaskCluster):
             "dashboard": self.dashboard_link,
             "notebook": await asyncio.to_thread(self.backend.notebook_url),
             "workers": workers,
+            "groups": memory.report(
+                self.spec.workers, await asyncio.to_thread(self._wanted_counts), workers
+            ),
             "versions": {k: versions.get(k) for k in ("python", "dask", "distributed")},
             "version_mismatch": self.version_mismatch,
             "environment_mismatch": self.environment_mismatch,
             "adaptive": await asyncio.to_thread(supervisor.adapt_settings, self.name),
             "supervised": await asyncio.to_thread(supervisor.running, self.name),
+            "crash_loops": crashloop.summary(
+                await asyncio.to_thread(supervisor.crash_loops, self.name),
+                collections.Counter(w["group"] for w in workers if w["state"] == "running"),
+            ),
             "idle_timeout": self.spec.idle_timeout,
             "idle_left": await asyncio.to_thread(self._idle_left),
         }
@@ -617,7 +719,7 @@ class Cluster(DaskCluster):
         since = supervisor.idle_since(self.name)
         if self.spec.idle_timeout is None or since is None:
             return None
-        return max(0.0, since + self.spec.idle_timeout - time.time())
+        return max(0.0, since + self.spec.idle_timeout - idle.clock())
 
 
 class GroupAdaptive(Adaptive):
@@ -688,15 +790,6 @@ def _destroy_locked(backend: Backend) -> None:
 
 
 __all__ = ["Cluster", "GroupAdaptive", "destroy_cluster"]
-
-
-def _idle_since(dask_scheduler: Any) -> float | None:
-    """Run on the scheduler: since when (its clock) it has run no task, or None while a
-    client is connected or something happened since the last look (Dask's ``check_idle``
-    counts every task transition between two looks)."""
-    if any(client != "fire-and-forget" for client in dask_scheduler.clients):
-        return None
-    return dask_scheduler.check_idle()
 
 
 def _heard_from(workers: Iterable[dict[str, Any]], ttl: float) -> set[str]:

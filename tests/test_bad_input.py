@@ -247,6 +247,21 @@ FLAGS = {
         ["render", "--backend", "kubernetes", "-f", "/dev/urandom"],
         "not a regular file",
     ),
+    "share-dir-missing": (
+        ["up", "--backend", "docker", "--share-dir", "/no/such/dir"],
+        "share-dir: /no/such/dir does not exist",
+    ),
+    "share-dir-root": (["up", "--backend", "docker", "--share-dir", "/"], "may not mount /"),
+    "share-dir-etc": (["up", "--backend", "compose", "--share-dir", "/etc"], "may not mount /etc"),
+    "share-dir-root-owned": (["up", "--backend", "docker", "--share-dir", "/tmp"], "/tmp"),
+    "share-dir-claim-on-docker": (
+        ["up", "--backend", "docker", "--share-dir", "pvc:data"],
+        "share-dir: a PersistentVolumeClaim",
+    ),
+    "share-dir-folder-on-kubernetes": (
+        ["render", "--backend", "kubernetes", "--share-dir", "."],
+        "share-dir: folders of this machine are not on Kubernetes nodes",
+    ),
 }
 
 

@@ -32,7 +32,9 @@ def test_up_scale_status_health_down_on_the_default_ports():
     up = run_cli("up", "--name", "t1", "--workers", "2")
     assert "http://127.0.0.1:8787/status" in up.stdout
     try:
-        run_cli("scale", "4", "--name", "t1")
+        scale = run_cli("scale", "4", "--name", "t1")
+        for out in (up, scale):  # no blank line ahead of what it says, where it's no terminal
+            assert out.stdout.startswith("Cluster 't1'") and not out.stderr.startswith("\n")
         report = _status("t1")
         assert [w["state"] for w in report["workers"]] == ["running"] * 4
         table = run_cli("status", "--name", "t1").stdout
@@ -145,6 +147,8 @@ def test_down_all_and_down_twice():
     again = run_cli("down", "a1")
     assert "nothing to do" in again.stdout
     assert state.names() == []
+    nothing = run_cli("down", "--all")
+    assert nothing.stdout == "No clusters on this machine; nothing to do.\n"
 
 
 def test_the_supervisor_log_is_read_with_its_rotated_copies_oldest_first():

@@ -519,3 +519,36 @@ def test_verbose_shows_what_is_asked_of_the_engine(docker_engine):
     asked = [line for line in listing.stderr.splitlines() if "/containers/json" in line]
     assert asked and '"label": ["io.clusterctl.backend=docker"' in "\n".join(asked), asked
     assert "Traceback" not in listing.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_up_with_3_workers_fits_the_engines_memory(backend, images, docker_engine):
+    """memory-limit auto divides the engine's machine among the workers (no container
+    limit: each sizes its share of what it sees, the engine's memory)."""
+    from dask.utils import format_bytes
+
+    name = f"mem-{backend}"
+    run_cli(
+        "up",
+        "--backend",
+        backend,
+        "--name",
+        name,
+        "--workers",
+        "3",
+        "--port",
+        "0",
+        "--dashboard-port",
+        "0",
+    )
+    try:
+        with clusterctl.connect(name) as client:
+            limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+        machine = docker_engine.info()["MemTotal"]
+        assert len(limits) == 3
+        assert machine * 0.33 < min(limits) and sum(limits) <= machine
+        shown = run_cli("status", "--name", name).stdout
+        assert f"3 workers, memory limit per worker {format_bytes(limits[0])}" in shown, shown
+    finally:
+        run_cli("down", "--name", name)
+    assert ours(docker_engine, name) == []

@@ -19,8 +19,9 @@ from distributed import Client, wait
 import clusterctl
 from clusterctl import state
 from clusterctl.backends.base import port_is_free
+from clusterctl.discovery import DiscoveredCluster
 from clusterctl.errors import UserInputError
-from tests.conftest import assert_client_refused
+from tests.conftest import FREE_PORTS, assert_client_refused, run_cli
 
 pytestmark = pytest.mark.local
 
@@ -282,3 +283,43 @@ def test_notebook_needs_its_token_and_points_at_the_cluster():
         assert token not in " ".join(psutil.Process(int(notebook.detail.split()[1])).cmdline())
     finally:
         c.shutdown()
+
+
+def test_up_with_3_workers_on_2_cores_fits_the_machines_memory():
+    """memory-limit auto divides the machine among the workers, as LocalCluster does
+    (distributed's own auto would give each 1-thread worker half of a 2-core machine)."""
+    from dask.utils import format_bytes
+    from distributed.system import MEMORY_LIMIT
+
+    run_cli("up", "--name", "mem-local", "--workers", "3", *FREE_PORTS)
+    try:
+        with clusterctl.connect("mem-local") as client:
+            limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+        assert len(limits) == 3
+        assert sum(limits) <= MEMORY_LIMIT
+        assert min(limits) > 0.33 * MEMORY_LIMIT  # each its third, not less
+        shown = run_cli("status", "--name", "mem-local").stdout
+        assert f"memory limit per worker {format_bytes(limits[0])}" in shown, shown
+        assert "(memory-limit: auto)" in shown
+    finally:
+        run_cli("down", "--name", "mem-local")
+
+
+def test_an_explicit_limit_over_the_machine_starts_with_a_warning_naming_both():
+    from dask.utils import format_bytes
+    from distributed.system import MEMORY_LIMIT
+
+    size = MEMORY_LIMIT * 6 // 10 // 2**20 * 2**20  # 0.6 of the machine, in whole MiB
+    up = run_cli(
+        "up", "--name", "mem-over", "--workers", "2", "--memory-limit", f"{size}B", *FREE_PORTS
+    )
+    try:
+        assert "2 workers" in up.stdout
+        assert "MemoryOvercommitWarning" in up.stderr, up.stderr
+        assert format_bytes(2 * size) in up.stderr and format_bytes(MEMORY_LIMIT) in up.stderr
+        scale = run_cli("scale", "3", "--name", "mem-over")
+        assert format_bytes(3 * size) in scale.stderr, scale.stderr
+        shown = run_cli("status", "--name", "mem-over").stdout
+        assert f"3 workers, memory limit per worker {format_bytes(size)}" in shown, shown
+    finally:
+        run_cli("down", "--name", "mem-over")

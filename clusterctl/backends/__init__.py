@@ -7,6 +7,7 @@ broken, and never keeps ``list``, ``up`` or ``down`` from working on the others.
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -33,9 +34,10 @@ class Found:
     name: str
     backend: str
     # "running" | "stopped" (its scheduler is gone) | "broken" | "unreachable" (its engine
-    # does not answer)
+    # does not answer) | "starting" (`up` is under way) | "removed" (by its supervisor, with
+    # the reason as problem)
     status: str
-    problem: str = ""  # why it is broken or unreachable
+    problem: str = ""  # why it is broken, unreachable or removed
     # dask-ctl's columns, as far as known: the scheduler's, while it answers
     type: str = "clusterctl.Cluster"
     address: str = ""
@@ -43,6 +45,7 @@ class Found:
     threads: int | None = None
     memory: int | None = None  # bytes: the workers' memory limits added up
     created: float | None = None  # seconds since the epoch
+    removed: float | None = None  # status "removed" (`list --all`): when, since the epoch
 
 
 def backend_class(kind: str) -> type[Backend]:
@@ -78,11 +81,41 @@ def get_cluster(name: str) -> Backend:
     if backend.unreachable:
         raise ClusterctlError(f"cluster {name!r} can't be reached: {backend.problem}")
     if backend.problem:
+        if starting(name):
+            raise ClusterctlError(f"cluster {name!r} is still starting; try again in a moment")
         raise ClusterctlError(
             f"cluster {name!r} is broken: {backend.problem}; `clusterctl down {name}` "
             "removes what is left of it"
         )
     return backend
+
+
+def starting(name: str) -> bool:
+    """Whether cluster ``name`` is being started right now: its lock is held, and it has no
+    supervisor record yet (a start writes one last; orchestrated backends have none)."""
+    from clusterctl import supervisor
+
+    if (state.cluster_dir(name) / supervisor.RECORD).exists():
+        return False
+    return state.is_locked(name)
+
+
+def require_scheduler_running(backend: Backend) -> None:
+    """An error unless the cluster's own scheduler process or container runs: its port alone
+    proves nothing (another user's scheduler may have taken it since ours died)."""
+    for member in backend.members():
+        if member.role == "scheduler" and not member.running:
+            name = backend.spec.name
+            raise ClusterctlError(
+                f"the scheduler of cluster {name!r} is not running (it stopped or crashed); "
+                f"remove what is left with `clusterctl down {name}`"
+            )
+
+
+def cluster_names() -> set[str]:
+    """The names every backend knows here (running, stopped or remains); reads names only,
+    never asks a scheduler."""
+    return {name for kind in REGISTRY for name in backend_class(kind).cluster_names()}
 
 
 def survey() -> list[Found]:
@@ -101,23 +134,38 @@ def _inspect(cls: type[Backend], name: str) -> Found | None:
         if backend is None:  # gone since it was listed
             return None
         if backend.problem:
+            if not backend.unreachable and starting(name):
+                return Found(name, cls.kind, "starting", created=state.created(name))
             status = "unreachable" if backend.unreachable else "broken"
             return Found(name, cls.kind, status, backend.problem)
         created = state.created(name)
-        if not any(m.role == "scheduler" and m.running for m in backend.members()):
-            return Found(name, cls.kind, "stopped", created=created)
+        members = backend.members()
+        if not any(m.role == "scheduler" and m.running for m in members):
+            status = "starting" if starting(name) else "stopped"
+            return Found(name, cls.kind, status, created=created)
         address = backend.scheduler_address()
         return Found(
             name,
             cls.kind,
             "running",
+            _crash_loops(name, members),
             address=address,
             created=created,
             **_scheduler_counts(address, backend.spec),
         )
     except Exception as exc:  # reported, never in the way of the other clusters
         logger.debug("reading cluster %s failed", name, exc_info=True)
+        if starting(name):  # its scheduler has not written its address yet
+            return Found(name, cls.kind, "starting", created=state.created(name))
         return Found(name, cls.kind, "broken", f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _crash_loops(name: str, members: list[Member]) -> str:
+    """Its groups whose workers die while starting, as ``status`` tells them ("" if none)."""
+    from clusterctl import crashloop, supervisor
+
+    running = collections.Counter(m.group for m in members if m.role == "worker" and m.running)
+    return "; ".join(crashloop.summary(supervisor.crash_loops(name), running))
 
 
 def _scheduler_counts(address: str, spec: ClusterSpec) -> dict[str, int]:
@@ -156,5 +204,6 @@ __all__ = [
     "find_all",
     "find_cluster",
     "get_cluster",
+    "require_scheduler_running",
     "survey",
 ]

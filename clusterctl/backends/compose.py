@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -27,7 +28,7 @@ from clusterctl.backends.docker import DockerBackend
 from clusterctl.errors import ClusterctlError, UserInputError
 from clusterctl.render.compose import render
 from clusterctl.security import tls_files
-from clusterctl.spec import WorkerGroup
+from clusterctl.spec import ClusterSpec, WorkerGroup
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class ComposeBackend(DockerBackend):
 
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
         before = {c.id for c in self._service_containers(group.name)}
+        # The group as told (its memory limit sized), in the file its new containers get;
+        # --no-recreate leaves the running ones as they are.
+        workers = tuple(group if g.name == group.name else g for g in self.spec.workers)
         self._compose(
             "up",
             "-d",
@@ -53,6 +57,7 @@ class ComposeBackend(DockerBackend):
             "--scale",
             f"{group.name}={len(before) + n}",
             group.name,
+            spec=replace(self.spec, workers=workers),
         )
         return [
             self._member_name(c) for c in self._service_containers(group.name) if c.id not in before
@@ -66,12 +71,12 @@ class ComposeBackend(DockerBackend):
     def _service_containers(self, service: str) -> list[Any]:
         return [c for c in self._containers() if c.labels.get(labels.GROUP) == service]
 
-    def _compose(self, *args: str) -> None:
+    def _compose(self, *args: str, spec: ClusterSpec | None = None) -> None:
         """Run Compose on this cluster's file (0600, in its 0700 folder: it holds env values),
-        written afresh from the spec; within ``start-timeout`` plus a minute."""
+        written afresh from the spec (or ``spec``); within ``start-timeout`` plus a minute."""
         file = state.make_cluster_dir(self.spec.name) / "docker-compose.yml"
         tag = images.default_tag(self.client)
-        rendered = render(self.spec, dashboard=self.dashboard_address(), tag=tag)
+        rendered = render(spec or self.spec, dashboard=self.dashboard_address(), tag=tag)
         state.write_text(file, yaml.safe_dump(rendered, sort_keys=False))
         command = [*compose_command(), "--project-name", self.spec.name, "--file", str(file)]
         shown = f"`{' '.join(command[:-4])} {' '.join(args)}`"

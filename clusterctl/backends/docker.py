@@ -21,10 +21,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from clusterctl import engine, labels, launch, waiting
+from clusterctl import engine, labels, launch, sharing, waiting
 from clusterctl.backends.base import Member
 from clusterctl.backends.containers import ContainerBackend, share_with_containers
 from clusterctl.errors import ClusterctlError, UserInputError
+from clusterctl.memory import Host
 from clusterctl.security import tls_files
 from clusterctl.spec import WorkerGroup
 
@@ -130,6 +131,12 @@ class DockerBackend(ContainerBackend):
         protocol = "tls" if self.spec.security.tls else "tcp"
         return f"{protocol}://{self._published('8786/tcp', container)}"
 
+    def worker_hosts(self) -> list[Host]:
+        """The engine's machine (it may be another than this one), as ``docker info``
+        gives its memory."""
+        info = self.client.info()
+        return [Host(f"the Docker Engine's machine {info.get('Name', '')}", info.get("MemTotal"))]
+
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
         existing = [m.name for m in self.members() if m.group == group.name]
         first = max((int(x.rsplit("-", 1)[1]) for x in existing), default=0) + 1
@@ -209,11 +216,15 @@ class DockerBackend(ContainerBackend):
         extra_volumes: dict[str, dict[str, str]] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Start a labelled, unprivileged container of this cluster."""
+        """Start a labelled, unprivileged container of this cluster (in its share-dir,
+        when it has one)."""
         volumes = dict(extra_volumes or {})
         if self.spec.security.tls:
             folder = tls_files(self.spec.name).ca.parent
             volumes[str(folder)] = {"bind": launch.TLS_IN_CONTAINER, "mode": "ro"}
+        binds = [f"{source}:{m['bind']}:{m['mode']}" for source, m in volumes.items()]
+        if (share := sharing.host_share(self.spec)) is not None:
+            binds.append(f"{share.folder}:{share.folder}:rw")
         doing = f"starting container {name}"
         if "device_requests" in kwargs:
             doing += " (with GPUs: the engine needs the NVIDIA Container Toolkit)"
@@ -226,8 +237,8 @@ class DockerBackend(ContainerBackend):
                 detach=True,
                 network=self._network,
                 labels={**self._labels(role, group), **(extra_labels or {})},
-                volumes=volumes,
-                user=launch.container_user(),
+                volumes=binds,
+                **launch.container_process(self.spec),
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 restart_policy={"Name": "on-failure"} if restart else {"Name": "no"},

@@ -20,16 +20,18 @@ import re
 import secrets
 import socket
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from clusterctl import preload, processes, state, waiting
+from clusterctl import preload, processes, sharing, state, waiting
 from clusterctl.backends.base import Backend, Member
-from clusterctl.errors import ClusterctlError, UserInputError
+from clusterctl.errors import ClusterctlError, IgnoredFieldsWarning, UserInputError
 from clusterctl.launch import scheduler_env, tls_args, worker_args
+from clusterctl.memory import Host
 from clusterctl.processes import ProcessRecord
 from clusterctl.security import tls_files
-from clusterctl.spec import BACKENDS, ClusterSpec, WorkerGroup, is_cluster_name
+from clusterctl.spec import BACKENDS, ClusterSpec, Placement, WorkerGroup, is_cluster_name
 
 SCHEDULER = "scheduler"
 NOTEBOOK = "notebook"
@@ -37,7 +39,12 @@ NOTEBOOK = "notebook"
 
 class LocalBackend(Backend):
     kind = "local"
-    runs_this_environment = True
+
+    @property
+    def runs_this_environment(self) -> bool:  # type: ignore[override]
+        """Its processes run the interpreter `up` ran: this one, unless this command runs
+        in another virtualenv (then the packages are compared on connecting)."""
+        return state.interpreter(self.spec.name) == sys.executable
 
     def __init__(self, spec: ClusterSpec, problem: str | None = None):
         super().__init__(spec, problem)
@@ -81,6 +88,18 @@ class LocalBackend(Backend):
             return cls(ClusterSpec.placeholder(name, cls.kind), problem=str(exc))
 
     # --- lifecycle ------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        super().preflight()
+        if ignored := ignored_fields(self.spec):
+            warnings.warn(
+                IgnoredFieldsWarning(
+                    f"cluster {self.spec.name!r}: the local backend ignores {', '.join(ignored)} "
+                    "(they are for container backends: its processes run in this Python "
+                    "environment, on this machine's folders)"
+                ),
+                stacklevel=1,
+            )
 
     def start_scheduler(self) -> None:
         sched = self.spec.scheduler
@@ -182,6 +201,11 @@ class LocalBackend(Backend):
             raise ClusterctlError(f"the scheduler of cluster {self.spec.name!r} is not running")
         return info["address"]
 
+    def worker_hosts(self) -> list[Host]:
+        from distributed.system import MEMORY_LIMIT  # what `dask worker` sizes itself by
+
+        return [Host("this machine", MEMORY_LIMIT)]
+
     def start_workers(self, group: WorkerGroup, n: int) -> list[str]:
         address = self.scheduler_address()
         taken = [_index(name) for name, g in self._groups().items() if g == group.name]
@@ -213,8 +237,8 @@ class LocalBackend(Backend):
         records = self._records()
         processes.stop([records[n] for n in names if n in records])
         for name in names:
-            (self.dir / "processes" / f"{name}.json").unlink(missing_ok=True)
-            (self.dir / "logs" / f"{name}.log").unlink(missing_ok=True)
+            state.discard(self.dir / "processes" / f"{name}.json")
+            state.discard(self.dir / "logs" / f"{name}.log")
 
     def members(self) -> list[Member]:
         groups = self._groups()
@@ -243,6 +267,8 @@ class LocalBackend(Backend):
             )
         except OSError as exc:
             raise ClusterctlError(f"the log of {name} can't be read: {exc.strerror}") from None
+        except state.BrokenState as exc:
+            raise ClusterctlError(f"the log of {name} can't be read: {exc}") from None
 
     def destroy(self) -> None:
         """Stop every process of the cluster: those recorded (workers and notebook first),
@@ -262,10 +288,11 @@ class LocalBackend(Backend):
         self, name: str, args: list[str], group: str | None, env: Mapping[str, str]
     ) -> ProcessRecord:
         record = processes.spawn(
-            [sys.executable, *args],
+            [state.interpreter(self.spec.name), *args],  # `up`'s, whoever asks
             self.dir / "logs" / f"{name}.log",
             env={**env, "CLUSTERCTL_CLUSTER": self.spec.name},  # a label `ps e` shows
             folder=self.dir,
+            cwd=sharing.working_dir(self.spec),
         )
         try:
             state.write_json(
@@ -295,6 +322,21 @@ class LocalBackend(Backend):
 
     def _groups(self) -> dict[str, str | None]:
         return {name: d.get("group") for name, d in self._raw_records().items()}
+
+
+def ignored_fields(spec: ClusterSpec) -> list[str]:
+    """The fields of ``spec`` set that the local backend has no use for, as the spec names
+    them."""
+    fields = ["scheduler.mounts"] if spec.scheduler.mounts else []
+    for group in spec.workers:
+        used = {
+            "cpus": group.cpus is not None,
+            "image": group.image is not None,
+            "mounts": bool(group.mounts),
+            "placement": group.placement != Placement(),
+        }
+        fields += [f"workers.{group.name}.{key}" for key, value in used.items() if value]
+    return fields
 
 
 def _names_of_orphans() -> list[str]:

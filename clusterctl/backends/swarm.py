@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -42,8 +43,11 @@ from clusterctl import engine, labels, launch, state, waiting
 from clusterctl.backends.base import Member
 from clusterctl.backends.containers import ContainerBackend
 from clusterctl.errors import ClusterctlError, UserInputError
+from clusterctl.memory import Host
 from clusterctl.security import tls_files
 from clusterctl.spec import WorkerGroup
+
+logger = logging.getLogger(__name__)
 
 LIVE_STATES = {
     "new",
@@ -94,6 +98,13 @@ class SwarmBackend(ContainerBackend):
         super().preflight()
         for group in self.spec.workers:  # every group fits the nodes, before anything starts
             self._place(group, group.count, [])
+        if self.spec.share_dir is not None and len(self.client.api.nodes()) > 1:
+            logger.warning(
+                "share-dir: %s is mounted on whichever node runs each container: it must be "
+                "on a filesystem every node mounts at that same path (NFS; see "
+                "docs/backends.md), or each node's workers see that node's own folder",
+                self.spec.share_dir,
+            )
 
     def start_scheduler(self) -> None:
         sched = self.spec.scheduler
@@ -247,6 +258,19 @@ class SwarmBackend(ContainerBackend):
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(start, names, nodes))
         return names
+
+    def worker_hosts(self) -> list[Host]:
+        """The ready nodes, each with its memory and the groups whose placement it meets:
+        workers are sized per node (:mod:`clusterctl.memory`)."""
+        return [
+            Host(
+                _hostname(node),
+                node["Description"].get("Resources", {}).get("MemoryBytes"),
+                frozenset(g.name for g in self.spec.workers if _may_run(node, g)),
+            )
+            for node in self.client.api.nodes()
+            if node["Status"]["State"] == "ready" and node["Spec"].get("Availability") == "active"
+        ]
 
     def _place(self, group: WorkerGroup, n: int, services: list[Any]) -> list[str]:
         """The nodes for ``n`` more workers of ``group``: each on a ready node that meets
@@ -419,6 +443,13 @@ class SwarmBackend(ContainerBackend):
 
         image = self._image(role, group)
         own = self._labels(role, group.name if group else None)
+        process = launch.container_process(self.spec)
+        binds = [
+            Mount(target=m["bind"], source=source, type="bind", read_only=m["mode"] == "ro")
+            for source, m in (mounts or {}).items()
+        ]
+        if "working_dir" in process:  # the share-dir, at its own path on every node
+            binds.append(Mount(process["working_dir"], process["working_dir"], type="bind"))
         endpoint = EndpointSpec(mode="dnsrr")  # a VIP needs IPVS, like the routing mesh
         endpoint["Ports"] = [
             {
@@ -440,13 +471,12 @@ class SwarmBackend(ContainerBackend):
                 container_labels=own,
                 networks=[self._network],
                 endpoint_spec=endpoint,
-                user=launch.container_user(),
+                user=process["user"],
+                groups=process.get("group_add"),
+                workdir=process.get("working_dir"),
                 constraints=[f"node.id=={node}", *(constraints or [])],
                 restart_policy=RestartPolicy(condition=restart, delay=1_000_000_000),
-                mounts=[
-                    Mount(target=m["bind"], source=source, type="bind", read_only=m["mode"] == "ro")
-                    for source, m in (mounts or {}).items()
-                ],
+                mounts=binds,
                 secrets=[*self._tls_secret_files, *(secrets or [])],
                 resources=Resources(**resources) if resources else None,
                 cap_drop=["ALL"],
@@ -564,6 +594,12 @@ def _gpus(node: dict[str, Any]) -> int:
                 value = resource[spec]["Value"]
                 count += value if spec == "DiscreteResourceSpec" else 1
     return count
+
+
+def _may_run(node: dict[str, Any], group: WorkerGroup) -> bool:
+    """Whether a node meets a group's placement constraints and has its GPUs."""
+    fits = group.gpus is None or _gpus(node) >= group.gpus
+    return fits and all(_meets(node, c) for c in group.placement.constraints)
 
 
 def _meets(node: dict[str, Any], constraint: str) -> bool:
