@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -515,6 +516,11 @@ def run_pod(
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = item["value"]
+        elif "resourceFieldRef" in item["valueFrom"]:  # the downward API, as Kubernetes gives it
+            field = item["valueFrom"]["resourceFieldRef"]
+            assert field == {"containerName": container["name"], "resource": "requests.memory"}
+            request = container.get("resources", {}).get("requests", {}).get("memory", "0")
+            env[item["name"]] = str(int(request))  # no request: 0
         else:  # as Kubernetes does with an optional Secret that does not exist
             assert item["valueFrom"]["secretKeyRef"]["optional"] is True
     security = pod["securityContext"]
@@ -533,7 +539,7 @@ def run_pod(
     name = f"{deployment['metadata']['name']}-{index}"
     return client.containers.run(
         container["image"],
-        container["args"],
+        [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in container["args"]],
         name=f"{network.name}-{name}",
         hostname=name,
         detach=True,
