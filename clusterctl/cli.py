@@ -190,13 +190,14 @@ def up(spec_file: str | None, wait: bool, **fields: Any) -> None:
                 cluster.shutdown()
                 keep_record(spec.name, spec.backend, failed)
             raise
-    click.echo(f"Cluster {spec.name!r} is up on {spec.backend}: {len(cluster.workers)} workers")
-    click.echo(f"  scheduler  {cluster.scheduler_address}")
-    click.echo(f"  dashboard  {cluster.dashboard_link}")
-    if notebook := cluster.backend.notebook_url():
-        click.echo(f"  notebook   {notebook}")
-    click.echo(f"  connect    clusterctl.connect({spec.name!r})")
-    cluster.close()
+        interruptions.settle()  # it is up: a signal from here on leaves it up, exit status 0
+        click.echo(f"Cluster {spec.name!r} is up on {spec.backend}: {len(cluster.workers)} workers")
+        click.echo(f"  scheduler  {cluster.scheduler_address}")
+        click.echo(f"  dashboard  {cluster.dashboard_link}")
+        if notebook := cluster.backend.notebook_url():
+            click.echo(f"  notebook   {notebook}")
+        click.echo(f"  connect    clusterctl.connect({spec.name!r})")
+        cluster.close()
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})  # so "-1" reaches N
@@ -725,4 +726,9 @@ def _print_status(report: dict[str, Any]) -> None:
 
 def main() -> None:
     """Console-script entry point (also `dask clusterctl`, through dask's ``dask_cli``)."""
-    cli()
+    from clusterctl.interrupts import ignore_from_now
+
+    try:
+        cli()
+    finally:
+        ignore_from_now()

@@ -36,6 +36,7 @@ class Interruptions:
     def __init__(self) -> None:
         self._holding = False
         self._pending: int | None = None
+        self._settled = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Interruptions:
@@ -49,10 +50,18 @@ class Interruptions:
             signal.signal(signum, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._settled:
+            return
         if self._holding:
             self._pending = self._pending or signum
             return
         raise Interrupted(signum)
+
+    def settle(self) -> None:
+        """The command's outcome is decided (a cluster is whole): for the rest of this
+        context the SIGNALS are ignored, so that none turns a finished start into a failed
+        exit status. What remains (printing, disconnecting) is short."""
+        self._settled = True
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -64,3 +73,10 @@ class Interruptions:
             self._holding = False
         if self._pending is not None:
             raise Interrupted(self._pending)
+
+
+def ignore_from_now() -> None:
+    """A command has finished: its exit status stands, and a signal while the interpreter
+    shuts down no longer replaces it (the console script's last step)."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
